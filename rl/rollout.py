@@ -207,3 +207,16 @@ def make_engine(backend: str, model_path: str, **kwargs):
     if backend == "transformers":
         return HFEngine(model_path, **kwargs)
     raise ValueError(f"rollout.backend: unknown backend {backend!r}")
+
+
+class RolloutWorker:
+    """What runs in a rollout actor: one engine of the configured backend."""
+
+    def __init__(self, backend: str, model_path: str, **engine_kwargs):
+        self.engine = make_engine(backend, model_path, **engine_kwargs)
+
+    def generate(self, prompts: list[list[int]], settings: SamplingSettings) -> list[list[Completion]]:
+        return self.engine.generate(prompts, settings)
+
+    def refit(self, weights_path: str) -> None:
+        self.engine.refit(weights_path)

@@ -1,0 +1,3 @@
+from environments.math.env import MathEnvironment
+
+__all__ = ["MathEnvironment"]

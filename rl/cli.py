@@ -1,0 +1,176 @@
+"""The ``rl`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_CONFIG = "grpo_math_tiny.yaml"
+
+
+def configs_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "configs"
+
+
+def _config_args(args) -> tuple[str | None, list[str]]:
+    """``rl train [CONFIG.yaml] [key=value ...]``: the first argument is a file unless it has '='."""
+    rest = list(args.args)
+    path = None
+    if rest and "=" not in rest[0]:
+        path = rest.pop(0)
+    elif args.command == "train":
+        path = str(configs_dir() / DEFAULT_CONFIG)
+    return path, rest
+
+
+def cmd_train(args) -> int:
+    from rl.config import load_config
+    from rl.train import train
+
+    if args.resume:
+        if args.args:
+            raise SystemExit("rl train --resume RUN_DIR takes no config or overrides (the run's config.yaml is used)")
+        run_dir = train(resume_dir=args.resume)
+    else:
+        path, overrides = _config_args(args)
+        cfg = load_config(path, overrides)
+        run_dir = train(cfg)
+    print(f"run folder: {run_dir}")
+    _print_curve(run_dir / "metrics.jsonl")
+    return 0
+
+
+def _print_curve(path: Path, width: int = 50) -> None:
+    """A reward curve in the terminal (W&B shows the same online or after ``wandb sync``)."""
+    from rl.tracking import read_metrics
+
+    if not path.exists():
+        return
+    rows = read_metrics(path)
+    if not rows:
+        return
+    bucket = max(1, len(rows) // 20)
+    print("train/reward_mean by step")
+    for i in range(0, len(rows), bucket):
+        chunk = rows[i:i + bucket]
+        r = sum(x["train/reward_mean"] for x in chunk) / len(chunk)
+        print(f"  step {chunk[0]['step']:>5}  {r:6.3f}  {'#' * int(round(r * width))}")
+
+
+def cmd_eval(args) -> int:
+    from rl.config import load_config
+    from rl.evaluate import evaluate
+
+    cfg = load_config(args.config, args.overrides) if args.config else None
+    names = args.env.split(",") if args.env else (list(cfg.environments) if cfg else ["math"])
+    envs = {n: (cfg.environments[n].model_extra or {}) if cfg and n in cfg.environments else {} for n in names}
+    model = args.checkpoint
+    if (Path(model) / "policy" / "model").is_dir():  # a checkpoint folder of a run
+        model = str(Path(model) / "policy" / "model")
+    result = evaluate(model, envs, split=args.split, samples=args.samples, max_new_tokens=args.max_new_tokens,
+                      temperature=args.temperature, backend=args.backend, limit=args.limit, seed=args.seed)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_model_init(args) -> int:
+    from rl.config import ModelInitConfig
+    from rl.models import init_model, num_parameters
+
+    init = ModelInitConfig(arch=args.arch, **({} if args.hidden_size is None else {"hidden_size": args.hidden_size}))
+    path = init_model(init, args.out, seed=args.seed)
+    from transformers import AutoModelForCausalLM
+
+    print(f"{args.arch} model with {num_parameters(AutoModelForCausalLM.from_pretrained(path)):,} parameters in {path}")
+    return 0
+
+
+def cmd_sft(args) -> int:
+    from rl.config import load_config
+    from rl.models import check_model_dir
+    from rl.sft import run_sft
+
+    cfg = load_config(args.config or str(configs_dir() / DEFAULT_CONFIG), args.overrides)
+    out = run_sft(check_model_dir(args.model), args.out, cfg)
+    print(f"warmed-up model in {out}")
+    return 0
+
+
+def cmd_env_list(args) -> int:
+    from environments.registry import available
+
+    for name, target in sorted(available().items()):
+        print(f"{name:20s} {target}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rl", description="Multi-environment RL post-training (GRPO on Ray + vLLM).")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train with GRPO (default: configs/grpo_math_tiny.yaml)")
+    t.add_argument("args", nargs="*", metavar="[CONFIG] key=value", help="config file and dotted overrides")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    t.set_defaults(fn=cmd_train)
+
+    e = sub.add_parser("eval", help="pass@1 / pass@k of a model or checkpoint")
+    e.add_argument("checkpoint", help="HF model folder, or a run's checkpoints/step_N folder")
+    e.add_argument("--env", default=None, help="comma-separated environments (default: the config's, or math)")
+    e.add_argument("--split", default="test")
+    e.add_argument("--samples", type=int, default=1, help="completions per task (k of pass@k)")
+    e.add_argument("--limit", type=int, default=None, help="evaluate at most this many tasks per environment")
+    e.add_argument("--max-new-tokens", type=int, default=48)
+    e.add_argument("--temperature", type=float, default=1.0)
+    e.add_argument("--backend", choices=["vllm", "transformers"], default="vllm")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--config", default=None, help="take environment options from this config")
+    e.add_argument("overrides", nargs="*", help="config overrides (with --config)")
+    e.set_defaults(fn=cmd_eval)
+
+    m = sub.add_parser("model", help="build models")
+    msub = m.add_subparsers(dest="model_command", required=True)
+    mi = msub.add_parser("init", help="build a tiny model + tokenizer from a transformers config")
+    mi.add_argument("out")
+    mi.add_argument("--arch", choices=["qwen3", "qwen3_moe", "nemotron_h"], default="qwen3")
+    mi.add_argument("--hidden-size", type=int, default=None)
+    mi.add_argument("--seed", type=int, default=0)
+    mi.set_defaults(fn=cmd_model_init)
+
+    s = sub.add_parser("sft", help="warm a model up on the environments' reference solutions (TRL SFTTrainer)")
+    s.add_argument("model")
+    s.add_argument("out")
+    s.add_argument("--config", default=None)
+    s.add_argument("overrides", nargs="*")
+    s.set_defaults(fn=cmd_sft)
+
+    env = sub.add_parser("env", help="environment plugins")
+    esub = env.add_subparsers(dest="env_command", required=True)
+    el = esub.add_parser("list", help="installed environments")
+    el.set_defaults(fn=cmd_env_list)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("rl").setLevel(logging.INFO)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from rl.config import ConfigError
+
+    try:
+        return args.fn(args)
+    except (ConfigError, FileNotFoundError, FileExistsError, KeyError, ValueError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,46 @@
+"""``rl eval``: pass@1 (and unbiased pass@k) of a model on an environment split."""
+
+from __future__ import annotations
+
+import os
+import random
+
+from environments.pool import EnvironmentPool
+from environments.registry import make_environment
+from rl.grpo import pass_at_k
+from rl.models import check_model_dir
+from rl.rollout import RolloutWorker, SamplingSettings
+
+
+def evaluate(model_path: str, envs: dict[str, dict], split: str = "test", samples: int = 1,
+             max_new_tokens: int = 48, temperature: float = 1.0, backend: str = "vllm",
+             limit: int | None = None, seed: int = 0) -> dict:
+    """Sample ``samples`` completions per task; report pass@1 (and pass@k for k = samples)."""
+    from transformers import AutoTokenizer
+
+    model_path = str(check_model_dir(model_path))
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    worker = RolloutWorker(backend, model_path, seed=seed)
+    pool = EnvironmentPool(envs, model_path)
+    result: dict = {"model": model_path, "split": split, "samples": samples, "envs": {}}
+    try:
+        for name, opts in envs.items():
+            env = make_environment(name, opts)
+            tasks = env.tasks(split)
+            env.close()
+            if limit is not None and len(tasks) > limit:
+                tasks = random.Random(seed).sample(tasks, limit)
+            prompts = [tokenizer.apply_chat_template(t.messages, add_generation_prompt=True, tokenize=True)
+                       ["input_ids"] for t in tasks]
+            groups = worker.generate(prompts, SamplingSettings(n=samples, max_new_tokens=max_new_tokens,
+                                                                temperature=temperature))
+            flat_tasks = [t for t, g in zip(tasks, groups) for _ in g]
+            scores, _ = pool.score(flat_tasks, [c.token_ids for g in groups for c in g])
+            correct = [sum(s.reward >= 1.0 for s in scores[i * samples:(i + 1) * samples]) for i in range(len(tasks))]
+            entry = {"tasks": len(tasks), "pass@1": sum(pass_at_k(samples, c, 1) for c in correct) / len(tasks)}
+            if samples > 1:
+                entry[f"pass@{samples}"] = sum(pass_at_k(samples, c, samples) for c in correct) / len(tasks)
+            result["envs"][name] = entry
+    finally:
+        pool.close()
+    return result

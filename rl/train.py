@@ -1,0 +1,278 @@
+"""``rl train``: synchronous GRPO, one step as in RECIPE.md section 1.
+
+    for step in steps:
+        1. tasks      = sampler.next_batch(B)                 fixed ratios between environments
+        2. groups     = rollout.generate(tasks, G)            token ids + lp_gen, current weights
+        3. scores     = environments.score(groups)            reward + components (+ reason)
+        4. advantages = group_advantages(rewards)             leave-one-out, std-normalised
+        5. lp_old     = policy.logprobs(batch)                trainer's recomputation
+        6-9.            policy.train_step(batch, lp_old)      clipped surrogate, IS correction, AdamW
+        10.             rollout.refit(policy weights)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from curricula.mixed import MixedSampler
+from environments.base import Score, Task
+from environments.pool import EnvironmentPool
+from environments.registry import make_environment
+from rl import grpo
+from rl.batch import collate
+from rl.checkpoint import latest_checkpoint, load_state, save_checkpoint
+from rl.cluster import Actor, Cluster, gather
+from rl.config import Config, load_config, save_config
+from rl.policy import PolicyWorker
+from rl.rollout import Completion, RolloutWorker, SamplingSettings
+from rl.sft import resolve_model
+from rl.tracking import MetricsLog
+
+log = logging.getLogger(__name__)
+
+MAX_MODEL_LEN = 1024
+
+
+@dataclass
+class Group:
+    """One prompt's G completions and their scores."""
+
+    task: Task
+    prompt: list[int]
+    completions: list[Completion]
+    scores: list[Score]
+
+    @property
+    def rewards(self) -> list[float]:
+        return [s.reward for s in self.scores]
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: Path):
+        self.cfg, self.run_dir = cfg, run_dir
+        from transformers import AutoTokenizer
+
+        self.model_path = str(resolve_model(cfg))
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        env_specs = {name: e.model_extra or {} for name, e in cfg.environments.items()}
+        pools = {}
+        for name, opts in env_specs.items():
+            env = make_environment(name, opts)
+            pools[name] = env.tasks("train")
+            env.close()
+        self.sampler = MixedSampler(pools, {n: e.ratio for n, e in cfg.environments.items()}, seed=cfg.run.seed)
+
+        resume = latest_checkpoint(run_dir)
+        self.start_step = 1
+        policy_path, trainer_state = self.model_path, None
+        if resume is not None:
+            step, ckpt = resume
+            state = load_state(ckpt)
+            self.sampler.load_state_dict(state["sampler"])
+            random.setstate(_tuple_state(state["python_rng"]))
+            policy_path, trainer_state = str(ckpt / "policy" / "model"), str(ckpt / "policy" / "trainer_state.pt")
+            self.start_step = step + 1
+            log.info("resuming %s from step %d", run_dir, step)
+        else:
+            random.seed(cfg.run.seed)
+
+        self.cluster = Cluster(cfg.ray)
+        ro = cfg.rollout
+        self.rollout = [
+            self.cluster.spawn(RolloutWorker, ro.backend, policy_path, dtype=cfg.model.dtype,
+                               seed=cfg.run.seed + i + 1000 * self.start_step, kv_cache_gib=ro.kv_cache_gib,
+                               gpu_memory_utilization=ro.gpu_memory_utilization, enforce_eager=ro.enforce_eager,
+                               max_model_len=MAX_MODEL_LEN)
+            for i in range(ro.num_workers)
+        ]
+        self.policy = self.cluster.spawn(PolicyWorker, policy_path, cfg.grpo, dtype=cfg.model.dtype,
+                                         seed=cfg.run.seed, trainer_state=trainer_state)
+        self.envs = self.cluster.spawn(EnvironmentPool, env_specs, self.model_path)
+        self.refit_path = _refit_path(run_dir)
+        self.metrics = MetricsLog(run_dir, cfg, resume_step=self.start_step - 1 if resume else None)
+
+    # ------------------------------------------------------------ steps 2-3
+
+    def rollout_and_score(self, tasks: list[Task]) -> tuple[list[Group], dict[str, float]]:
+        cfg = self.cfg
+        prompts = [self.tokenizer.apply_chat_template(t.messages, add_generation_prompt=True, tokenize=True)
+                   ["input_ids"] for t in tasks]
+        settings = SamplingSettings(n=cfg.grpo.group_size, max_new_tokens=cfg.rollout.max_new_tokens,
+                                    temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p)
+        t0 = time.perf_counter()
+        shards = _split(list(range(len(tasks))), len(self.rollout))
+        futures = [w.submit("generate", [prompts[i] for i in shard], settings)
+                   for w, shard in zip(self.rollout, shards)]
+        outputs = [group for result in gather(futures) for group in result]
+        t1 = time.perf_counter()
+        flat_tasks = [t for t, out in zip(tasks, outputs) for _ in out]
+        flat_ids = [c.token_ids for out in outputs for c in out]
+        scores, env_s = self.envs.score(flat_tasks, flat_ids)
+        g = cfg.grpo.group_size
+        groups = [Group(t, p, out, scores[i * g:(i + 1) * g]) for i, (t, p, out) in enumerate(zip(tasks, prompts, outputs))]
+        return groups, {"generation_s": t1 - t0, "env_s": env_s}
+
+    def dynamic_sampling(self, groups: list[Group], timing: dict) -> tuple[list[Group], int]:
+        """Replace zero-variance groups by groups of fresh prompts, at most ``max_rounds`` extra rounds."""
+        ds = self.cfg.grpo.dynamic_sampling
+        rounds = 0
+        while ds.enabled and rounds < ds.max_rounds:
+            dead = [i for i, gr in enumerate(groups) if len(set(gr.rewards)) == 1]
+            if not dead:
+                break
+            fresh, t = self.rollout_and_score(self.sampler.next_batch(len(dead)))
+            for key in timing:
+                timing[key] += t[key]
+            useful = [gr for gr in fresh if len(set(gr.rewards)) > 1]
+            for i, gr in zip(dead, useful):
+                groups[i] = gr
+            rounds += 1
+        return groups, rounds
+
+    # --------------------------------------------------------------- a step
+
+    def step(self, step: int) -> dict[str, float]:
+        cfg = self.cfg.grpo
+        t_step = time.perf_counter()
+        tasks = self.sampler.next_batch(cfg.prompts_per_step)                           # 1
+        groups, timing = self.rollout_and_score(tasks)                                   # 2, 3
+        groups, ds_rounds = self.dynamic_sampling(groups, timing)
+        rewards = torch.tensor([gr.rewards for gr in groups], dtype=torch.float32)
+        advantages = grpo.group_advantages(rewards, cfg.baseline, cfg.std_normalize)      # 4
+        completions = [c for gr in groups for c in gr.completions]
+        batch = collate([gr.prompt for gr in groups for _ in gr.completions],
+                        [c.token_ids for c in completions], [c.logprobs for c in completions],
+                        [c.truncated for c in completions], advantages.flatten().tolist(),
+                        pad_id=self.tokenizer.pad_token_id)
+        t0 = time.perf_counter()
+        lp_old = self.policy.logprobs(batch)                                            # 5
+        t1 = time.perf_counter()
+        train = self.policy.train_step(batch, lp_old)                                   # 6-9
+        t2 = time.perf_counter()
+        self.refit()                                                                    # 10
+        t3 = time.perf_counter()
+        timing.update(logprob_s=t1 - t0, train_s=t2 - t1, refit_s=t3 - t2, step_s=t3 - t_step)
+        return step_metrics(groups, advantages, train, timing, ds_rounds)
+
+    def refit(self) -> None:
+        path = self.policy.export_weights(self.refit_path)
+        gather([w.submit("refit", path) for w in self.rollout])
+
+    # ----------------------------------------------------------------- run
+
+    def checkpoint(self, step: int) -> None:
+        state = {"sampler": self.sampler.state_dict(), "python_rng": random.getstate()}
+        save_checkpoint(self.run_dir, step, self.policy.save, state, self.cfg.run.keep_checkpoints)
+
+    def fit(self) -> None:
+        from tqdm import tqdm
+
+        cfg = self.cfg.run
+        bar = tqdm(range(self.start_step, cfg.steps + 1), initial=self.start_step - 1, total=cfg.steps,
+                   desc="GRPO", unit="step", dynamic_ncols=True)
+        for step in bar:
+            metrics = self.step(step)
+            self.metrics.log(step, metrics)
+            bar.set_postfix(reward=f"{metrics['train/reward_mean']:.3f}",
+                            pass_rate=f"{metrics['train/pass_rate']:.2f}")
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                self.checkpoint(step)
+
+    def close(self) -> None:
+        self.metrics.close()
+        try:
+            self.envs.close()
+        except Exception:  # noqa: BLE001 - best effort at shutdown
+            pass
+        self.cluster.shutdown()
+        Path(self.refit_path).unlink(missing_ok=True)
+
+
+def step_metrics(groups: list[Group], advantages: torch.Tensor, train: dict, timing: dict,
+                 ds_rounds: int) -> dict[str, float]:
+    rewards = torch.tensor([gr.rewards for gr in groups], dtype=torch.float32)
+    lengths = torch.tensor([len(c.token_ids) for gr in groups for c in gr.completions], dtype=torch.float32)
+    truncated = torch.tensor([c.truncated for gr in groups for c in gr.completions], dtype=torch.float32)
+    m = {
+        "train/reward_mean": float(rewards.mean()),
+        "train/reward_std": float(rewards.std()) if rewards.numel() > 1 else 0.0,
+        "train/pass_rate": float((rewards >= 1.0).float().mean()),
+        "train/frac_zero_std": float(grpo.zero_std_groups(rewards).float().mean()),
+        "train/advantage_mean": float(advantages.mean()),
+        "train/advantage_abs_mean": float(advantages.abs().mean()),
+        "train/response_len_mean": float(lengths.mean()),
+        "train/response_len_max": float(lengths.max()),
+        "train/truncated_frac": float(truncated.mean()),
+        "train/dynamic_sampling_rounds": float(ds_rounds),
+    }
+    for env in sorted({gr.task.env for gr in groups}):
+        r = torch.tensor([gr.rewards for gr in groups if gr.task.env == env])
+        m[f"train/reward_mean/{env}"] = float(r.mean())
+        m[f"train/pass_rate/{env}"] = float((r >= 1.0).float().mean())
+    reasons: dict[str, int] = {}
+    for gr in groups:
+        for s in gr.scores:
+            if s.reason:
+                key = s.reason.split(":")[0].strip().replace(" ", "_")[:40]
+                reasons[key] = reasons.get(key, 0) + 1
+    total = max(rewards.numel(), 1)
+    for key, n in reasons.items():
+        m[f"train/zero_reason/{key}"] = n / total
+    m.update({f"train/{k}": v for k, v in train.items()})
+    m.update({f"timing/{k}": v for k, v in timing.items()})
+    return m
+
+
+def _split(items: list, n: int) -> list[list]:
+    k, r = divmod(len(items), n)
+    out, start = [], 0
+    for i in range(n):
+        stop = start + k + (1 if i < r else 0)
+        out.append(items[start:stop])
+        start = stop
+    return out
+
+
+def _tuple_state(state):
+    return tuple(_tuple_state(s) if isinstance(s, list) else s for s in state)
+
+
+def _refit_path(run_dir: Path) -> str:
+    shm = Path("/dev/shm")
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else run_dir
+    return str(base / f"rl-refit-{os.getpid()}-{abs(hash(str(run_dir.resolve()))) % 10**8}.safetensors")
+
+
+def new_run_dir(cfg: Config) -> Path:
+    if cfg.run.dir:
+        return Path(cfg.run.dir)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(cfg.run.output_dir) / f"{cfg.run.name}-{stamp}"
+
+
+def train(cfg: Config | None = None, resume_dir: str | Path | None = None) -> Path:
+    """Run (or resume) a training run; returns the run folder."""
+    if resume_dir is not None:
+        run_dir = Path(resume_dir)
+        if not (run_dir / "config.yaml").is_file():
+            raise FileNotFoundError(f"--resume: {run_dir} has no config.yaml; is it a run folder?")
+        cfg = load_config(run_dir / "config.yaml")
+    else:
+        run_dir = new_run_dir(cfg)
+        if latest_checkpoint(run_dir) is not None:
+            raise FileExistsError(f"run.dir {run_dir} already holds a run; use `rl train --resume {run_dir}`")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    trainer = Trainer(cfg, run_dir)
+    try:
+        trainer.fit()
+    finally:
+        trainer.close()
+    return run_dir

@@ -1,0 +1,90 @@
+"""Run a checking function in a child process under a wall-clock limit.
+
+A verifier that hangs (catastrophic backtracking, ``9^9^9^9`` in sympy),
+eats memory or crashes must cost one sample its reward, never the run. The
+child is long-lived (start-up imports are paid once); on a timeout or a
+crash it is killed and a fresh one is started for the next call.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import resource
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    value: Any = None
+    error: str | None = None
+    """'timeout', 'crashed: ...' or 'error: ...' when not ok."""
+
+
+def _child_loop(conn, memory_limit_bytes: int | None) -> None:
+    if memory_limit_bytes:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
+    while True:
+        try:
+            fn, args = conn.recv()
+        except EOFError:
+            return
+        try:
+            conn.send((True, fn(*args)))
+        except MemoryError:
+            conn.send((False, "error: out of memory"))
+        except BaseException as exc:  # noqa: BLE001 - reported, not raised
+            last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+            conn.send((False, f"error: {last[:300]}"))
+
+
+class IsolatedRunner:
+    """``runner.call(fn, *args, timeout=s)`` -> Outcome; fn must be importable (picklable)."""
+
+    def __init__(self, memory_limit_mb: int | None = 2048):
+        self._ctx = mp.get_context("spawn")
+        self._memory_limit = memory_limit_mb * 2**20 if memory_limit_mb else None
+        self._proc = None
+        self._conn = None
+
+    def _start(self) -> None:
+        parent, child = self._ctx.Pipe()
+        self._proc = self._ctx.Process(target=_child_loop, args=(child, self._memory_limit), daemon=True)
+        self._proc.start()
+        child.close()
+        self._conn = parent
+
+    def _kill(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.join(timeout=5)
+        if self._conn is not None:
+            self._conn.close()
+        self._proc = self._conn = None
+
+    def call(self, fn: Callable, *args, timeout: float) -> Outcome:
+        if self._proc is None or not self._proc.is_alive():
+            self._kill()
+            self._start()
+        try:
+            self._conn.send((fn, args))
+            if not self._conn.poll(timeout):
+                self._kill()
+                return Outcome(False, error=f"timeout after {timeout:g}s")
+            ok, value = self._conn.recv()
+        except (EOFError, BrokenPipeError, ConnectionResetError, OSError) as exc:
+            code = self._proc.exitcode if self._proc is not None else None
+            self._kill()
+            return Outcome(False, error=f"crashed: {type(exc).__name__} (exit code {code})")
+        return Outcome(True, value) if ok else Outcome(False, error=value)
+
+    def close(self) -> None:
+        self._kill()
+
+    def __del__(self):
+        try:
+            self._kill()
+        except Exception:
+            pass
