@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--backend", choices=["vllm", "transformers"], default="vllm")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--config", default=None, help="take environment options from this config")
-    e.add_argument("overrides", nargs="*", help="config overrides (with --config)")
+    e.add_argument("-o", "--override", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override (with --config), repeatable")
     e.set_defaults(fn=cmd_eval)
 
     m = sub.add_parser("model", help="build models")
@@ -145,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model")
     s.add_argument("out")
     s.add_argument("--config", default=None)
-    s.add_argument("overrides", nargs="*")
+    s.add_argument("-o", "--override", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, repeatable")
     s.set_defaults(fn=cmd_sft)
 
     env = sub.add_parser("env", help="environment plugins")

@@ -1,0 +1,62 @@
+import pytest
+
+from rl.config import ConfigError, load_config, parse_override
+
+
+def test_defaults_follow_the_recipe():
+    cfg = load_config()
+    assert cfg.grpo.baseline == "leave_one_out"
+    assert (cfg.grpo.eps_low, cfg.grpo.eps_high) == (0.2, 0.28)
+    assert cfg.grpo.is_correction.mode == "seq_mask"
+    assert cfg.grpo.kl.coef == 0.0
+    assert cfg.grpo.loss_aggregation == "token"
+    assert cfg.grpo.overlong_filter is True
+
+
+def test_overrides_are_typed():
+    cfg = load_config(None, ["grpo.lr=1e-6", "run.steps=7", "grpo.std_normalize=false",
+                             "environments.math.levels=[1,2]"])
+    assert cfg.grpo.lr == 1e-6 and isinstance(cfg.grpo.lr, float)
+    assert cfg.run.steps == 7
+    assert cfg.grpo.std_normalize is False
+    assert cfg.environments["math"].model_extra == {"levels": [1, 2]}
+
+
+def test_unknown_key_names_it_and_the_closest_valid_key():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["grpo.learning_rate=1e-6"])
+    assert "grpo.learning_rate" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["grpo.eps_hgh=0.3"])
+    assert "grpo.eps_hgh" in str(err.value) and "grpo.eps_high" in str(err.value)
+
+
+def test_mistyped_value_names_the_key():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["run.steps=many"])
+    assert "run.steps" in str(err.value) and "many" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["grpo.is_correction.mode=bogus"])
+    assert "grpo.is_correction.mode" in str(err.value)
+    with pytest.raises(ConfigError):
+        load_config(None, ["grpo.is_correction.band_low=3"])
+
+
+def test_bad_files_and_overrides(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="key.path=value"):
+        parse_override("grpo.lr")
+
+
+def test_shipped_configs_validate():
+    from rl.cli import configs_dir
+
+    files = sorted(configs_dir().glob("*.yaml"))
+    assert files
+    for f in files:
+        load_config(f)
