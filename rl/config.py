@@ -213,14 +213,39 @@ def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     return keys
 
 
+# Names other tools (TRL, verl, NeMo RL) use for our keys.
+ALIASES = {
+    "learning_rate": "lr", "num_generations": "group_size", "n_samples": "group_size",
+    "batch_size": "prompts_per_step", "num_prompts": "prompts_per_step", "epsilon": "eps_low",
+    "epsilon_high": "eps_high", "max_grad_norm": "grad_clip", "max_tokens": "max_new_tokens",
+    "max_completion_length": "max_new_tokens", "beta": "kl", "loss_type": "loss_aggregation",
+    "total_steps": "steps", "max_steps": "steps", "save_steps": "checkpoint_every", "model_name": "path",
+}
+
+
+def closest_key(key: str, valid: list[str]) -> str | None:
+    """The valid key a mistyped one most likely meant: same section first, aliases, then spelling."""
+    parent, _, leaf = key.rpartition(".")
+    siblings = [k for k in valid if k.rpartition(".")[0] == parent]
+    alias = ALIASES.get(leaf)
+    if alias and f"{parent}.{alias}".lstrip(".") in siblings:
+        return f"{parent}.{alias}".lstrip(".")
+    leaves = {k.rpartition(".")[2]: k for k in siblings}
+    close = difflib.get_close_matches(leaf, list(leaves), n=1, cutoff=0.6)
+    if close:
+        return leaves[close[0]]
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def _format_error(err: ValidationError) -> str:
     valid = _valid_keys(Config)
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            close = closest_key(key, valid)
+            hint = f" (did you mean '{close}'?)" if close else ""
             lines.append(f"unknown config key '{key}'{hint}")
         else:
             value = e.get("input")

@@ -105,7 +105,7 @@ class PolicyWorker:
             m = lmask[start:stop].to(self.device)
             loss = grpo.aggregate(token_loss, m, cfg.loss_aggregation, num_tokens, num_seqs)
             loss.backward()
-            loss_sum += float(loss)
+            loss_sum += float(loss.detach())
             cm = mb.completion_mask
             ent_sum += float((entropy.detach() * cm).sum())
             clip_sum += float((clipped.float() * m).sum())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 
 from rl.config import Config
@@ -52,7 +53,7 @@ class MetricsLog:
         if mode == "auto":
             mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
         id_file = run_dir / "wandb_id.txt"
-        run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+        run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:12]
         id_file.write_text(run_id)
         return wandb.init(project=cfg.wandb.project, entity=cfg.wandb.entity, name=cfg.run.name, id=run_id,
                           resume="allow", dir=str(run_dir), mode=mode,

@@ -30,6 +30,7 @@ from rl.batch import collate
 from rl.checkpoint import latest_checkpoint, load_state, save_checkpoint
 from rl.cluster import Actor, Cluster, gather
 from rl.config import Config, load_config, save_config
+from rl.models import check_model_dir
 from rl.policy import PolicyWorker
 from rl.rollout import Completion, RolloutWorker, SamplingSettings
 from rl.sft import resolve_model
@@ -265,6 +266,8 @@ def train(cfg: Config | None = None, resume_dir: str | Path | None = None) -> Pa
             raise FileNotFoundError(f"--resume: {run_dir} has no config.yaml; is it a run folder?")
         cfg = load_config(run_dir / "config.yaml")
     else:
+        if cfg.model.path:
+            check_model_dir(cfg.model.path)  # fail before making a run folder
         run_dir = new_run_dir(cfg)
         if latest_checkpoint(run_dir) is not None:
             raise FileExistsError(f"run.dir {run_dir} already holds a run; use `rl train --resume {run_dir}`")

@@ -64,7 +64,13 @@ def numbers_equal(pred: str, gold: str) -> bool | None:
 
 def symbolic_equal(pred: str, gold: str) -> bool:
     """Symbolic equivalence with math-verify (run this in an isolated process)."""
+    import logging
+
     from math_verify import parse, verify
+
+    # It warns on every call that its own (signal-based) timeout is off:
+    # the isolated runner enforces the limit instead.
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
 
     gold_parsed = parse(f"${gold}$", parsing_timeout=None)
     pred_parsed = parse(f"${pred}$", parsing_timeout=None)
