@@ -183,6 +183,16 @@ def token_logprobs_and_entropy(logits: torch.Tensor, targets: torch.Tensor,
     return lp, entropy
 
 
+def expert_bias_update(bias: torch.Tensor, load: torch.Tensor, rate: float = 1e-3) -> torch.Tensor:
+    """Aux-loss-free MoE balancing (RECIPE.md 1.9): ``bias_e += u * sign(mean_load - load_e)``.
+
+    ``load`` counts the tokens routed to each expert in the step's forward
+    passes; under-used experts get a higher selection bias.
+    """
+    load = load.to(bias.dtype)
+    return bias + rate * torch.sign(load.mean() - load)
+
+
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k from n samples with c correct (Chen et al., 2021)."""
     if n - c < k:

@@ -29,6 +29,40 @@ def router_parameter_names(model: torch.nn.Module, patterns=ROUTER_PATTERNS) -> 
     return [n for n, _ in model.named_parameters() if any(r.search(n) for r in regs)]
 
 
+class ExpertLoads:
+    """Counts tokens routed to each expert by routers that carry an
+    ``e_score_correction_bias`` (Nemotron-H, DeepSeek-V3 style), from the
+    top-k indices they return, while ``active``."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.routers = {n: m for n, m in model.named_modules()
+                        if isinstance(getattr(m, "e_score_correction_bias", None), torch.Tensor)}
+        self.loads = {n: torch.zeros(m.e_score_correction_bias.numel()) for n, m in self.routers.items()}
+        self.active = False
+        for name, module in self.routers.items():
+            module.register_forward_hook(self._hook(name))
+
+    def _hook(self, name: str):
+        def count(module, inputs, output):
+            if self.active:
+                indices = output[-1]
+                self.loads[name] += torch.bincount(indices.flatten().cpu(), minlength=self.loads[name].numel())
+        return count
+
+    def apply_bias_update(self, rate: float) -> dict[str, float]:
+        """Update every router's bias from this step's loads, then reset the counts."""
+        imbalance = []
+        for name, module in self.routers.items():
+            load = self.loads[name]
+            if load.sum() > 0:
+                with torch.no_grad():
+                    module.e_score_correction_bias.copy_(
+                        grpo.expert_bias_update(module.e_score_correction_bias, load.to(module.e_score_correction_bias.device), rate))
+                imbalance.append(float(load.max() / load.mean().clamp(min=1e-9)))
+            load.zero_()
+        return {"moe/max_over_mean_load": max(imbalance)} if imbalance else {}
+
+
 class PolicyWorker:
     def __init__(self, model_path: str, grpo_cfg: GRPOConfig, dtype: str = "float32", seed: int = 0,
                  device: str | None = None, trainer_state: str | None = None):
@@ -49,6 +83,7 @@ class PolicyWorker:
         warmup = grpo_cfg.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup > 0 else 1.0)
+        self.expert_loads = ExpertLoads(self.model)
         self.ref_model = None
         if grpo_cfg.kl.coef > 0:
             self.ref_model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(self.device)
@@ -59,7 +94,8 @@ class PolicyWorker:
     def info(self) -> dict:
         return {"num_parameters": sum(p.numel() for p in self.model.parameters()),
                 "num_trainable": sum(p.numel() for p in self.params),
-                "frozen_router_weights": len(self.frozen)}
+                "frozen_router_weights": len(self.frozen),
+                "routers_with_expert_bias": len(self.expert_loads.routers)}
 
     # ---------------------------------------------------------- forward
 
@@ -93,6 +129,7 @@ class PolicyWorker:
 
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
+        self.expert_loads.active = True
         loss_sum = ent_sum = clip_sum = 0.0
         for start in range(0, len(batch), cfg.micro_batch_size):
             stop = start + cfg.micro_batch_size
@@ -109,10 +146,12 @@ class PolicyWorker:
             cm = mb.completion_mask
             ent_sum += float((entropy.detach() * cm).sum())
             clip_sum += float((clipped.float() * m).sum())
+        self.expert_loads.active = False
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()
+        moe = self.expert_loads.apply_bias_update(cfg.expert_bias_update_rate)
 
         completion_tokens = float(batch.completion_mask.sum())
         diff = (lp_old - batch.lp_gen) * batch.completion_mask
@@ -128,6 +167,8 @@ class PolicyWorker:
             "masked_token_frac": float(mw.token_masked.sum()) / max(completion_tokens, 1.0),
             "masked_seq_frac": float(mw.seq_masked.float().mean()),
             "loss_tokens": num_tokens,
+            "moe/frozen_router_weights": float(len(self.frozen)),
+            **moe,
         }
 
     # ------------------------------------------------------ weights, state

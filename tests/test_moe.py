@@ -1,0 +1,74 @@
+"""Frozen MoE routers and the aux-loss-free expert-bias update (RECIPE.md 1.9)."""
+
+import pytest
+import torch
+
+from rl import grpo
+from rl.batch import collate
+from rl.config import GRPOConfig, ModelInitConfig
+from rl.models import init_model
+from rl.policy import PolicyWorker, router_parameter_names
+
+
+def test_expert_bias_update_by_hand():
+    bias = torch.tensor([0.0, 0.5, -0.5, 0.0])
+    load = torch.tensor([10.0, 2.0, 4.0, 4.0])  # mean 5
+    out = grpo.expert_bias_update(bias, load, rate=0.1)
+    assert torch.allclose(out, torch.tensor([-0.1, 0.6, -0.4, 0.1]))
+
+
+def _batch(seed=0, n=8):
+    g = torch.Generator().manual_seed(seed)
+    prompts = [torch.randint(10, 90, (5,), generator=g).tolist() for _ in range(n)]
+    comps = [torch.randint(10, 90, (6,), generator=g).tolist() for _ in range(n)]
+    adv = torch.randn(n, generator=g).tolist()
+    return collate(prompts, comps, [[-1.0] * 6 for _ in comps], [False] * n, adv, pad_id=0)
+
+
+@pytest.fixture(scope="module", params=["qwen3_moe", "nemotron_h"])
+def moe_policy(request, tmp_path_factory):
+    path = init_model(ModelInitConfig(arch=request.param, hidden_size=64, num_layers=2, num_heads=2,
+                                      num_kv_heads=2, head_dim=32, intermediate_size=64),
+                      tmp_path_factory.mktemp(request.param) / "model")
+    cfg = GRPOConfig(lr=1e-2, warmup_steps=0, micro_batch_size=4, is_correction={"mode": "none"})
+    return request.param, PolicyWorker(str(path), cfg)
+
+
+def test_routers_stay_bit_identical_while_experts_train(moe_policy):
+    arch, policy = moe_policy
+    names = router_parameter_names(policy.model)
+    assert names, f"no router weights found in {arch}"
+    params = dict(policy.model.named_parameters())
+    routers = {n: params[n].detach().clone() for n in names}
+    experts = {n: p.detach().clone() for n, p in params.items() if ".experts." in n}
+    assert experts
+    for step in range(3):
+        batch = _batch(step)
+        policy.train_step(batch, policy.logprobs(batch))
+    for n, before in routers.items():
+        assert torch.equal(params[n], before), f"router {n} changed"
+    assert any(not torch.equal(params[n], before) for n, before in experts.items()), "no expert weight changed"
+    # frozen weights are also absent from the optimizer
+    opt_ids = {id(p) for group in policy.optimizer.param_groups for p in group["params"]}
+    assert all(id(params[n]) not in opt_ids for n in names)
+
+
+def test_expert_bias_moves_toward_balance(tmp_path):
+    path = init_model(ModelInitConfig(arch="nemotron_h", hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=2,
+                                      head_dim=32, intermediate_size=64), tmp_path / "model")
+    policy = PolicyWorker(str(path), GRPOConfig(lr=1e-3, warmup_steps=0, expert_bias_update_rate=0.05,
+                                                is_correction={"mode": "none"}))
+    routers = policy.expert_loads.routers
+    assert routers, "Nemotron-H has routers with e_score_correction_bias"
+    # construct an imbalance: push expert 0's selection score far up in every router
+    for module in routers.values():
+        module.e_score_correction_bias.zero_()
+        module.e_score_correction_bias[0] = 1.0
+    before = {n: m.e_score_correction_bias.clone() for n, m in routers.items()}
+    batch = _batch(0)
+    metrics = policy.train_step(batch, policy.logprobs(batch))
+    assert metrics["moe/max_over_mean_load"] > 1.0
+    for name, module in routers.items():
+        delta = module.e_score_correction_bias - before[name]
+        assert delta[0] == pytest.approx(-0.05)  # the overloaded expert's bias goes down
+        assert (delta[1:] >= 0).all() and (delta[1:] > 0).any()  # some under-loaded expert goes up
