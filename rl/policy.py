@@ -74,6 +74,10 @@ class PolicyWorker:
         self.model_path = model_path
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(self.device)
         self.model.config.use_cache = False
+        if hasattr(self.model.config, "output_router_logits"):
+            # The GRPO objective has no router aux loss (routers are frozen; the
+            # expert-bias update balances load instead).
+            self.model.config.output_router_logits = False
         self.frozen = router_parameter_names(self.model) if grpo_cfg.freeze_router else []
         for name, p in self.model.named_parameters():
             p.requires_grad_(name not in self.frozen)
@@ -182,12 +186,22 @@ class PolicyWorker:
         state = revert_weight_conversion(self.model, state)
         return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
 
-    def export_weights(self, path: str) -> str:
-        """Write the weights for refit (safetensors, atomically) and return the path."""
-        from safetensors.torch import save_file
+    def export_weights(self, path: str, checkpoint_format: bool = True) -> str:
+        """Write the weights for refit (safetensors, atomically) and return the path.
 
+        vLLM reads checkpoint naming; the transformers engine (the same model
+        class as the trainer) takes the in-memory naming as it is.
+        """
+        from safetensors.torch import save_file
+        from transformers.modeling_utils import remove_tied_weights_from_state_dict
+
+        if checkpoint_format:
+            state = self.checkpoint_state_dict()
+        else:
+            state = remove_tied_weights_from_state_dict(self.model.state_dict(), self.model)
+            state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
         tmp = f"{path}.tmp"
-        save_file(self.checkpoint_state_dict(), tmp)
+        save_file(state, tmp)
         Path(tmp).replace(path)
         return path
 

