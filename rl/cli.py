@@ -108,6 +108,11 @@ def cmd_env_list(args) -> int:
     return 0
 
 
+def _add_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-o", "--override", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override (dotted key), repeatable")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rl", description="Multi-environment RL post-training (GRPO on Ray + vLLM).")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -129,8 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--backend", choices=["vllm", "transformers"], default="vllm")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--config", default=None, help="take environment options from this config")
-    e.add_argument("-o", "--override", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override (with --config), repeatable")
+    _add_overrides(e)
     e.set_defaults(fn=cmd_eval)
 
     m = sub.add_parser("model", help="build models")
@@ -146,8 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model")
     s.add_argument("out")
     s.add_argument("--config", default=None)
-    s.add_argument("-o", "--override", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override, repeatable")
+    _add_overrides(s)
     s.set_defaults(fn=cmd_sft)
 
     env = sub.add_parser("env", help="environment plugins")

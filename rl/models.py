@@ -71,10 +71,10 @@ def build_tokenizer():
 
 def build_model_config(init: ModelInitConfig, tokenizer):
     """A transformers config for the tiny model of ``init.arch``."""
-    common = dict(
+    # Untied head: vLLM's in-place refit cannot follow a tied one (rl/rollout.py).
+    shared = dict(
         vocab_size=len(tokenizer),
         hidden_size=init.hidden_size,
-        num_hidden_layers=init.num_layers,
         num_attention_heads=init.num_heads,
         num_key_value_heads=init.num_kv_heads,
         head_dim=init.head_dim,
@@ -86,6 +86,7 @@ def build_model_config(init: ModelInitConfig, tokenizer):
         bos_token_id=tokenizer.eos_token_id,
         torch_dtype="float32",
     )
+    common = dict(shared, num_hidden_layers=init.num_layers)
     if init.arch == "qwen3":
         from transformers import Qwen3Config
 
@@ -107,14 +108,9 @@ def build_model_config(init: ModelInitConfig, tokenizer):
         # Nano's pattern in miniature: Mamba-2 (M), MoE (E) and attention (*) layers.
         pattern = ("ME*E" * init.num_layers)[: max(init.num_layers, 4)]
         return NemotronHConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=init.hidden_size,
+            **shared,
             num_hidden_layers=len(pattern),
             hybrid_override_pattern=pattern,
-            num_attention_heads=init.num_heads,
-            num_key_value_heads=init.num_kv_heads,
-            head_dim=init.head_dim,
-            intermediate_size=init.intermediate_size,
             mamba_num_heads=4,
             mamba_head_dim=init.hidden_size // 4,
             ssm_state_size=16,
@@ -126,12 +122,6 @@ def build_model_config(init: ModelInitConfig, tokenizer):
             moe_shared_expert_intermediate_size=init.intermediate_size // 2,
             n_group=1,
             topk_group=1,
-            max_position_embeddings=1024,
-            tie_word_embeddings=False,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            bos_token_id=tokenizer.eos_token_id,
-            torch_dtype="float32",
         )
     raise ValueError(f"model.init.arch: unknown architecture {init.arch!r}")
 

@@ -26,20 +26,20 @@ _NAMES = ["Ann", "Bob", "Cy", "Dee", "Eve", "Fox", "Gus", "Ida"]
 _ITEMS = ["pens", "cards", "eggs", "coins", "books", "shells"]
 
 
-def _level1(rng: random.Random) -> tuple[str, int, str]:
-    a, b = rng.randint(0, 9), rng.randint(0, 9)
+def _add_or_sub(rng: random.Random, a: int, b: int) -> tuple[str, int, str]:
+    """a+b, or the larger minus the smaller (answers stay non-negative)."""
     if rng.random() < 0.5:
         return f"{a}+{b}", a + b, f"{a}+{b}={a + b}"
     a, b = max(a, b), min(a, b)
     return f"{a}-{b}", a - b, f"{a}-{b}={a - b}"
+
+
+def _level1(rng: random.Random) -> tuple[str, int, str]:
+    return _add_or_sub(rng, rng.randint(0, 9), rng.randint(0, 9))
 
 
 def _level2(rng: random.Random) -> tuple[str, int, str]:
-    a, b = rng.randint(10, 99), rng.randint(1, 99)
-    if rng.random() < 0.5:
-        return f"{a}+{b}", a + b, f"{a}+{b}={a + b}"
-    a, b = max(a, b), min(a, b)
-    return f"{a}-{b}", a - b, f"{a}-{b}={a - b}"
+    return _add_or_sub(rng, rng.randint(10, 99), rng.randint(1, 99))
 
 
 def _level3(rng: random.Random) -> tuple[str, int, str]:
