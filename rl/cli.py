@@ -171,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except (ConfigError, FileNotFoundError, FileExistsError, KeyError, ValueError) as exc:
+        if args.verbose:  # the full traceback, for bugs rather than bad input
+            raise
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {msg}", file=sys.stderr)
         return 2
