@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from importlib.metadata import entry_points
 
-from environments.base import Environment
+from environments.base import Environment, Task
 
 GROUP = "rl.environments"
 
@@ -36,3 +36,12 @@ def make_environment(name: str, options: dict) -> Environment:
         return cls(**options)
     except TypeError as exc:
         raise ValueError(f"environments.{name}: {exc}") from None
+
+
+def load_tasks(name: str, options: dict, split: str) -> list[Task]:
+    """The task pool of one environment's split (the environment is closed after)."""
+    env = make_environment(name, options)
+    try:
+        return env.tasks(split)
+    finally:
+        env.close()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import random
 
 from environments.pool import EnvironmentPool
-from environments.registry import make_environment
+from environments.registry import load_tasks
 from rl.grpo import pass_at_k
 from rl.models import check_model_dir
-from rl.rollout import RolloutWorker, SamplingSettings
+from rl.rollout import RolloutWorker, SamplingSettings, prompt_token_ids
 
 
 def evaluate(model_path: str, envs: dict[str, dict], split: str = "test", samples: int = 1,
@@ -25,13 +24,10 @@ def evaluate(model_path: str, envs: dict[str, dict], split: str = "test", sample
     result: dict = {"model": model_path, "split": split, "samples": samples, "envs": {}}
     try:
         for name, opts in envs.items():
-            env = make_environment(name, opts)
-            tasks = env.tasks(split)
-            env.close()
+            tasks = load_tasks(name, opts, split)
             if limit is not None and len(tasks) > limit:
                 tasks = random.Random(seed).sample(tasks, limit)
-            prompts = [tokenizer.apply_chat_template(t.messages, add_generation_prompt=True, tokenize=True)
-                       ["input_ids"] for t in tasks]
+            prompts = [prompt_token_ids(tokenizer, t.messages) for t in tasks]
             groups = worker.generate(prompts, SamplingSettings(n=samples, max_new_tokens=max_new_tokens,
                                                                 temperature=temperature))
             flat_tasks = [t for t, g in zip(tasks, groups) for _ in g]

@@ -177,13 +177,15 @@ class PolicyWorker:
 
     # ------------------------------------------------------ weights, state
 
-    def checkpoint_state_dict(self) -> dict[str, torch.Tensor]:
-        """Weights in checkpoint naming (what ``from_pretrained`` and vLLM read)."""
+    def checkpoint_state_dict(self, checkpoint_format: bool = True) -> dict[str, torch.Tensor]:
+        """Weights on CPU, tied copies removed; in checkpoint naming (what
+        ``from_pretrained`` and vLLM read) or in the model's in-memory naming."""
         from transformers.core_model_loading import revert_weight_conversion
         from transformers.modeling_utils import remove_tied_weights_from_state_dict
 
         state = remove_tied_weights_from_state_dict(self.model.state_dict(), self.model)
-        state = revert_weight_conversion(self.model, state)
+        if checkpoint_format:
+            state = revert_weight_conversion(self.model, state)
         return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
 
     def export_weights(self, path: str, checkpoint_format: bool = True) -> str:
@@ -193,15 +195,9 @@ class PolicyWorker:
         class as the trainer) takes the in-memory naming as it is.
         """
         from safetensors.torch import save_file
-        from transformers.modeling_utils import remove_tied_weights_from_state_dict
 
-        if checkpoint_format:
-            state = self.checkpoint_state_dict()
-        else:
-            state = remove_tied_weights_from_state_dict(self.model.state_dict(), self.model)
-            state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
         tmp = f"{path}.tmp"
-        save_file(state, tmp)
+        save_file(self.checkpoint_state_dict(checkpoint_format), tmp)
         Path(tmp).replace(path)
         return path
 

@@ -41,6 +41,11 @@ class SamplingSettings:
     stop_token_ids: list[int] = field(default_factory=list)
 
 
+def prompt_token_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """The prompt as the model sees it: its chat template with the generation prompt."""
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)["input_ids"]
+
+
 def _refit_in_worker(worker, path: str) -> int:
     """Runs inside a vLLM worker: load checkpoint-format tensors in place."""
     from safetensors.torch import load_file

@@ -18,16 +18,13 @@ log = logging.getLogger(__name__)
 
 def reference_examples(cfg: Config, tokenizer, num_examples: int, seed: int) -> list[dict]:
     """Prompt/completion pairs from the train split of every environment with references."""
-    from environments.registry import make_environment
+    from environments.registry import load_tasks
 
     rows = []
     for name, env_cfg in cfg.environments.items():
-        env = make_environment(name, env_cfg.model_extra or {})
-        try:
-            tasks = [t for t in env.tasks("train") if t.reference]
-        finally:
-            env.close()
-        for t in tasks:
+        for t in load_tasks(name, env_cfg.model_extra or {}, "train"):
+            if not t.reference:
+                continue
             prompt = tokenizer.apply_chat_template(t.messages, add_generation_prompt=True, tokenize=False)
             rows.append({"prompt": prompt, "completion": t.reference})
     if not rows:

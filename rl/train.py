@@ -24,15 +24,15 @@ import torch
 from curricula.mixed import MixedSampler
 from environments.base import Score, Task
 from environments.pool import EnvironmentPool
-from environments.registry import make_environment
+from environments.registry import load_tasks
 from rl import grpo
 from rl.batch import collate
 from rl.checkpoint import latest_checkpoint, load_state, save_checkpoint
-from rl.cluster import Actor, Cluster, gather
+from rl.cluster import Cluster, gather
 from rl.config import Config, load_config, save_config
 from rl.models import check_model_dir
 from rl.policy import PolicyWorker
-from rl.rollout import Completion, RolloutWorker, SamplingSettings
+from rl.rollout import Completion, RolloutWorker, SamplingSettings, prompt_token_ids
 from rl.sft import resolve_model
 from rl.tracking import MetricsLog
 
@@ -54,6 +54,11 @@ class Group:
     def rewards(self) -> list[float]:
         return [s.reward for s in self.scores]
 
+    @property
+    def zero_std(self) -> bool:
+        """All rewards equal: the group's advantages are 0 (no learning signal)."""
+        return len(set(self.rewards)) == 1
+
 
 class Trainer:
     def __init__(self, cfg: Config, run_dir: Path):
@@ -63,11 +68,7 @@ class Trainer:
         self.model_path = str(resolve_model(cfg))
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         env_specs = {name: e.model_extra or {} for name, e in cfg.environments.items()}
-        pools = {}
-        for name, opts in env_specs.items():
-            env = make_environment(name, opts)
-            pools[name] = env.tasks("train")
-            env.close()
+        pools = {name: load_tasks(name, opts, "train") for name, opts in env_specs.items()}
         self.sampler = MixedSampler(pools, {n: e.ratio for n, e in cfg.environments.items()}, seed=cfg.run.seed)
 
         resume = latest_checkpoint(run_dir)
@@ -103,8 +104,7 @@ class Trainer:
 
     def rollout_and_score(self, tasks: list[Task]) -> tuple[list[Group], dict[str, float]]:
         cfg = self.cfg
-        prompts = [self.tokenizer.apply_chat_template(t.messages, add_generation_prompt=True, tokenize=True)
-                   ["input_ids"] for t in tasks]
+        prompts = [prompt_token_ids(self.tokenizer, t.messages) for t in tasks]
         settings = SamplingSettings(n=cfg.grpo.group_size, max_new_tokens=cfg.rollout.max_new_tokens,
                                     temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p)
         t0 = time.perf_counter()
@@ -125,13 +125,13 @@ class Trainer:
         ds = self.cfg.grpo.dynamic_sampling
         rounds = 0
         while ds.enabled and rounds < ds.max_rounds:
-            dead = [i for i, gr in enumerate(groups) if len(set(gr.rewards)) == 1]
+            dead = [i for i, gr in enumerate(groups) if gr.zero_std]
             if not dead:
                 break
             fresh, t = self.rollout_and_score(self.sampler.next_batch(len(dead)))
             for key in timing:
                 timing[key] += t[key]
-            useful = [gr for gr in fresh if len(set(gr.rewards)) > 1]
+            useful = [gr for gr in fresh if not gr.zero_std]
             for i, gr in zip(dead, useful):
                 groups[i] = gr
             rounds += 1
@@ -144,7 +144,7 @@ class Trainer:
         t_step = time.perf_counter()
         tasks = self.sampler.next_batch(cfg.prompts_per_step)                           # 1
         groups, timing = self.rollout_and_score(tasks)                                   # 2, 3
-        zero_std_before = sum(len(set(gr.rewards)) == 1 for gr in groups) / len(groups)
+        zero_std_before = sum(gr.zero_std for gr in groups) / len(groups)
         groups, ds_rounds = self.dynamic_sampling(groups, timing)
         rewards = torch.tensor([gr.rewards for gr in groups], dtype=torch.float32)
         advantages = grpo.group_advantages(rewards, cfg.baseline, cfg.std_normalize)      # 4
