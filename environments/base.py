@@ -3,14 +3,21 @@
 An environment owns a pool of tasks per split and scores a completion of a
 task. Scoring must never raise: a failure (timeout, crash, unparseable
 output) is a ``Score`` with reward 0 and the reason.
+
+Single-turn environments implement ``tasks`` and ``score``. Multi-turn ones
+(tool use) implement ``tasks`` and ``start``, which opens an ``Episode``: the
+model's turn goes in, the environment's reply (tool responses) comes out,
+until the episode ends and is scored.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, Callable, ClassVar
 
 
 @dataclass
@@ -61,5 +68,95 @@ class Environment(ABC):
     def score(self, task: Task, completion: str) -> Score:
         """Score the decoded completion (reasoning and answer). Never raises."""
 
+    def wrong_completion(self, task: Task, others: list[Task]) -> str:
+        """A completion that must score 0 on ``task`` (``rl env check`` tries it).
+
+        Default: the reference of another task with a different answer.
+        Environments where that can pass (constraints, schemas) override this.
+        """
+        for other in others:
+            if other.reference and other.answer != task.answer:
+                return other.reference
+        return "<think></think>"
+
     def close(self) -> None:
         """Release processes or files held by the environment."""
+
+
+class Episode(ABC):
+    """One multi-turn interaction with a task."""
+
+    @abstractmethod
+    def step(self, completion: str) -> list[dict[str, str]] | None:
+        """Take the model's turn (decoded); return the messages to append
+        (e.g. ``{"role": "tool", "content": ...}``), or None when the episode
+        is over (a final answer). Never raises: a malformed turn gets an
+        error message back."""
+
+    @abstractmethod
+    def score(self) -> Score:
+        """The episode's reward once it is over (or cut at the turn/token limit)."""
+
+    def metrics(self) -> dict[str, float]:
+        """Counters of the episode (tool calls, tool errors ...), summed into the step's metrics."""
+        return {}
+
+    def close(self) -> None:
+        """Release the episode's resources (database files ...)."""
+
+
+class MultiTurnEnvironment(Environment):
+    """An environment whose tasks are episodes of several model turns."""
+
+    max_turns: int = 8
+
+    @abstractmethod
+    def start(self, task: Task) -> Episode:
+        """A fresh episode of ``task`` (its own state, e.g. a database copy)."""
+
+    def score(self, task: Task, completion: str) -> Score:
+        """A one-turn episode: what a single completion achieves on its own."""
+        episode = self.start(task)
+        try:
+            episode.step(completion)
+            return episode.score()
+        finally:
+            episode.close()
+
+
+# ------------------------------------------------------------- task data
+
+
+class DataError(ValueError):
+    """A malformed task file; the message names the file and line."""
+
+
+def read_jsonl(path: str | Path, make_task: Callable[[dict, int], Task]) -> list[Task]:
+    """Tasks from a JSON-lines file, one object per line (blank lines skipped).
+
+    ``make_task(row, line_number)`` builds a task; any error it raises (a
+    missing key, a wrong type) is reported with the file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: task file not found")
+    tasks = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            try:
+                tasks.append(make_task(row, lineno))
+            except KeyError as exc:
+                raise DataError(f"{path}:{lineno}: missing field {exc}") from None
+            except (TypeError, ValueError) as exc:
+                raise DataError(f"{path}:{lineno}: {exc}") from None
+    if not tasks:
+        raise DataError(f"{path}: no tasks")
+    return tasks

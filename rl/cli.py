@@ -67,7 +67,7 @@ def cmd_eval(args) -> int:
 
     cfg = load_config(args.config, args.overrides) if args.config else None
     names = args.env.split(",") if args.env else (list(cfg.environments) if cfg else ["math"])
-    envs = {n: (cfg.environments[n].model_extra or {}) if cfg and n in cfg.environments else {} for n in names}
+    envs = {n: cfg.environments[n].options if cfg and n in cfg.environments else {} for n in names}
     model = args.checkpoint
     if (Path(model) / "policy" / "model").is_dir():  # a checkpoint folder of a run
         model = str(Path(model) / "policy" / "model")
@@ -106,6 +106,29 @@ def cmd_env_list(args) -> int:
     for name, target in sorted(available().items()):
         print(f"{name:20s} {target}")
     return 0
+
+
+def cmd_env_new(args) -> int:
+    from environments.tools import scaffold
+
+    root = scaffold(args.name, args.dir)
+    print(f"created {root}\n  pip install -e {root}   # then: rl env check {args.name}; "
+          f"rl train {root}/configs/{args.name}_tiny.yaml")
+    return 0
+
+
+def cmd_env_check(args) -> int:
+    from environments.tools import check
+    from rl.config import load_config
+
+    options = {}
+    if args.config:
+        cfg = load_config(args.config, args.overrides)
+        if args.name in cfg.environments:
+            options = cfg.environments[args.name].options
+    report = check(args.name, options, splits=tuple(args.split or ("train", "test")), limit=args.limit)
+    print(json.dumps(report, indent=2))
+    return 0 if report["ok"] else 1
 
 
 def _add_overrides(parser: argparse.ArgumentParser) -> None:
@@ -157,6 +180,17 @@ def build_parser() -> argparse.ArgumentParser:
     esub = env.add_subparsers(dest="env_command", required=True)
     el = esub.add_parser("list", help="installed environments")
     el.set_defaults(fn=cmd_env_list)
+    en = esub.add_parser("new", help="scaffold an environment plugin package (code, config, data, test)")
+    en.add_argument("name")
+    en.add_argument("--dir", default=".", help="parent folder of the new package")
+    en.set_defaults(fn=cmd_env_new)
+    ec = esub.add_parser("check", help="load an environment's tasks; references must score 1, wrong answers 0")
+    ec.add_argument("name")
+    ec.add_argument("--split", action="append", default=None, help="split(s) to check (default: train and test)")
+    ec.add_argument("--limit", type=int, default=None, help="check at most this many tasks per split")
+    ec.add_argument("--config", default=None, help="take the environment's options from this config")
+    _add_overrides(ec)
+    ec.set_defaults(fn=cmd_env_check)
     return p
 
 

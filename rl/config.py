@@ -66,6 +66,8 @@ class SFTConfig(_Section):
     lr: float = Field(2e-3, gt=0)
     num_examples: int = Field(20000, ge=1)
     """Size of the reference-solution dataset drawn from the train split."""
+    max_length: int = Field(256, ge=16)
+    """Prompt + completion tokens per example; longer ones are truncated."""
 
 
 class ModelConfig(_Section):
@@ -162,6 +164,14 @@ class EnvironmentConfig(_Section):
     model_config = ConfigDict(extra="allow", validate_assignment=True)
     ratio: float = Field(1.0, gt=0)
     """Share of every batch's prompts drawn from this environment."""
+    timeout_s: float = Field(10.0, gt=0)
+    """Wall-clock limit of one verification; past it the sample gets reward 0 ("verifier timeout").
+    Every other key of the section is an option of the environment itself."""
+
+    @property
+    def options(self) -> dict:
+        """The environment's own options (the keys this section does not declare)."""
+        return dict(self.model_extra or {})
 
 
 class RayConfig(_Section):

@@ -22,7 +22,7 @@ def reference_examples(cfg: Config, tokenizer, num_examples: int, seed: int) -> 
 
     rows = []
     for name, env_cfg in cfg.environments.items():
-        for t in load_tasks(name, env_cfg.model_extra or {}, "train"):
+        for t in load_tasks(name, env_cfg.options, "train"):
             if not t.reference:
                 continue
             prompt = tokenizer.apply_chat_template(t.messages, add_generation_prompt=True, tokenize=False)
@@ -60,7 +60,7 @@ def run_sft(model_path: str | Path, out_dir: str | Path, cfg: Config, sft: SFTCo
         use_cpu=not _cuda(),
         bf16=False,
         dataloader_num_workers=0,
-        max_length=256,
+        max_length=sft.max_length,
         seed=cfg.run.seed,
         disable_tqdm=False,
     )

@@ -67,7 +67,7 @@ class Trainer:
 
         self.model_path = str(resolve_model(cfg))
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-        env_specs = {name: e.model_extra or {} for name, e in cfg.environments.items()}
+        env_specs = {name: e.options for name, e in cfg.environments.items()}
         pools = {name: load_tasks(name, opts, "train") for name, opts in env_specs.items()}
         self.sampler = MixedSampler(pools, {n: e.ratio for n, e in cfg.environments.items()}, seed=cfg.run.seed)
 
@@ -96,7 +96,8 @@ class Trainer:
         ]
         self.policy = self.cluster.spawn(PolicyWorker, policy_path, cfg.grpo, dtype=cfg.model.dtype,
                                          seed=cfg.run.seed, trainer_state=trainer_state)
-        self.envs = self.cluster.spawn(EnvironmentPool, env_specs, self.model_path)
+        self.envs = self.cluster.spawn(EnvironmentPool, env_specs, self.model_path,
+                                       timeouts={n: e.timeout_s for n, e in cfg.environments.items()})
         self.refit_path = _refit_path(run_dir)
         self.metrics = MetricsLog(run_dir, cfg, resume_step=self.start_step - 1 if resume else None)
 

@@ -4,6 +4,12 @@ A verifier that hangs (catastrophic backtracking, ``9^9^9^9`` in sympy),
 eats memory or crashes must cost one sample its reward, never the run. The
 child is long-lived (start-up imports are paid once); on a timeout or a
 crash it is killed and a fresh one is started for the next call.
+
+A child may isolate its own sub-steps in a grandchild (the environment host
+runs in one child and sympy in another): it clears its daemon flag so that
+multiprocessing lets it start children, and every child asks the kernel to
+kill it when its parent dies (PR_SET_PDEATHSIG), so none outlives the
+process that started it.
 """
 
 from __future__ import annotations
@@ -23,9 +29,25 @@ class Outcome:
     """'timeout', 'crashed: ...' or 'error: ...' when not ok."""
 
 
-def _child_loop(conn, memory_limit_bytes: int | None) -> None:
+def _die_with_parent() -> None:
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - not Linux: the parent's close() still kills it
+        pass
+
+
+def _child_loop(conn, memory_limit_bytes: int | None, initializer) -> None:
+    _die_with_parent()
+    mp.current_process().daemon = False  # allow grandchildren (see the module docstring)
     if memory_limit_bytes:
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
+    if initializer is not None:
+        fn, args = initializer
+        fn(*args)
     while True:
         try:
             fn, args = conn.recv()
@@ -41,17 +63,23 @@ def _child_loop(conn, memory_limit_bytes: int | None) -> None:
 
 
 class IsolatedRunner:
-    """``runner.call(fn, *args, timeout=s)`` -> Outcome; fn must be importable (picklable)."""
+    """``runner.call(fn, *args, timeout=s)`` -> Outcome; fn must be importable (picklable).
 
-    def __init__(self, memory_limit_mb: int | None = 2048):
+    ``initializer=(fn, args)`` runs in every fresh child before its first call
+    (also after a respawn), e.g. to build the objects later calls use.
+    """
+
+    def __init__(self, memory_limit_mb: int | None = 2048, initializer: tuple[Callable, tuple] | None = None):
         self._ctx = mp.get_context("spawn")
         self._memory_limit = memory_limit_mb * 2**20 if memory_limit_mb else None
+        self._initializer = initializer
         self._proc = None
         self._conn = None
 
     def _start(self) -> None:
         parent, child = self._ctx.Pipe()
-        self._proc = self._ctx.Process(target=_child_loop, args=(child, self._memory_limit), daemon=True)
+        self._proc = self._ctx.Process(target=_child_loop, args=(child, self._memory_limit, self._initializer),
+                                       daemon=True)
         self._proc.start()
         child.close()
         self._conn = parent

@@ -9,16 +9,10 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
+from verifiers.text import split_reasoning  # noqa: F401 - re-exported
+
 MAX_ANSWER_CHARS = 200
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)(/\d+)?$")
-
-
-def split_reasoning(completion: str) -> tuple[str | None, str]:
-    """``<think>r</think>a`` -> (r, a); without a closed think block: (None, text)."""
-    if "</think>" not in completion:
-        return None, completion
-    reasoning, answer = completion.split("</think>", 1)
-    return reasoning.removeprefix("<think>"), answer
 
 
 def last_boxed(text: str) -> str | None:

@@ -1,0 +1,3 @@
+from environments.ifeval.env import IFEvalEnvironment
+
+__all__ = ["IFEvalEnvironment"]

@@ -1,0 +1,3 @@
+from environments.mcq.env import MultipleChoiceEnvironment
+
+__all__ = ["MultipleChoiceEnvironment"]

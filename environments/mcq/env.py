@@ -1,0 +1,112 @@
+"""Multiple choice: pick the letter of the right option.
+
+Generated tasks (arithmetic with near-miss distractors, the largest of
+several numbers, the word that comes first alphabetically), or task files
+(JSON lines): ``{"question": ..., "choices": [...], "answer": "B" or 1}``.
+The letter is read from the answer part only (``verifiers.choice``).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from environments.base import Environment, Score, Task, read_jsonl, split_of
+from verifiers.choice import extract_choice
+from verifiers.text import answer_part
+
+LETTERS = "ABCDEFGHIJ"
+_WORDS = ["apple", "bridge", "candle", "delta", "ember", "forest", "garden", "harbor", "island", "jungle",
+          "kettle", "lemon", "meadow", "nickel", "orbit", "pepper", "quartz", "river", "saddle", "tunnel"]
+
+
+def _arithmetic(rng: random.Random) -> tuple[str, list[str], int]:
+    a, b = rng.randint(2, 40), rng.randint(2, 40)
+    op = rng.choice("+-*")
+    value = {"+": a + b, "-": a - b, "*": a * b}[op]
+    wrong = rng.sample([d for d in range(-5, 6) if d], 3)
+    options = [value] + [value + d for d in wrong]
+    rng.shuffle(options)
+    return f"What is {a}{op}{b}?", [str(o) for o in options], options.index(value)
+
+
+def _largest(rng: random.Random) -> tuple[str, list[str], int]:
+    nums = rng.sample(range(1, 200), 4)
+    return "Which number is the largest?", [str(n) for n in nums], nums.index(max(nums))
+
+
+def _first_word(rng: random.Random) -> tuple[str, list[str], int]:
+    words = rng.sample(_WORDS, 4)
+    return "Which word comes first in alphabetical order?", words, words.index(min(words))
+
+
+GENERATORS = [_arithmetic, _largest, _first_word]
+
+
+def make_task(env: str, question: str, choices: list[str], answer_index: int, task_id: str | None,
+              explanation: str = "") -> Task:
+    if not 2 <= len(choices) <= len(LETTERS):
+        raise ValueError(f"need 2 to {len(LETTERS)} choices, got {len(choices)}")
+    if not 0 <= answer_index < len(choices):
+        raise ValueError(f"answer index {answer_index} out of range for {len(choices)} choices")
+    lines = [question] + [f"{LETTERS[i]}) {c}" for i, c in enumerate(choices)]
+    prompt = "\n".join(lines) + "\nAnswer with the letter of the correct option."
+    letter = LETTERS[answer_index]
+    return Task(id=f"{env}/{task_id or prompt}", env=env, messages=[{"role": "user", "content": prompt}],
+                answer=letter, reference=f"<think>{explanation}</think>{letter}",
+                meta={"letters": LETTERS[:len(choices)]})
+
+
+def _answer_index(value, n: int) -> int:
+    if isinstance(value, bool):
+        raise ValueError("'answer' must be a letter or a 0-based index")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and len(value.strip()) == 1 and value.strip().upper() in LETTERS[:n]:
+        return LETTERS.index(value.strip().upper())
+    raise ValueError(f"'answer' must be one of {list(LETTERS[:n])} or a 0-based index, got {value!r}")
+
+
+class MultipleChoiceEnvironment(Environment):
+    name = "mcq"
+
+    def __init__(self, train_size: int = 5000, test_size: int = 300, seed: int = 1234,
+                 test_fraction: float = 0.1, require_think: bool = True, data_files: dict[str, str] | None = None):
+        self.sizes = {"train": train_size, "test": test_size}
+        self.seed, self.test_fraction, self.require_think = seed, test_fraction, require_think
+        self.data_files = data_files or {}
+
+    def tasks(self, split: str) -> list[Task]:
+        if split in self.data_files:
+            path = self.data_files[split]
+            return read_jsonl(path, lambda row, lineno: self._task_from_row(row, f"{Path(path).stem}-{lineno}"))
+        if split not in self.sizes:
+            raise ValueError(f"mcq: unknown split {split!r} (train or test)")
+        rng = random.Random(f"{self.seed}-{split}")
+        out, seen = [], set()
+        for _ in range(self.sizes[split] * 20):
+            if len(out) == self.sizes[split]:
+                break
+            question, choices, index = rng.choice(GENERATORS)(rng)
+            task = make_task(self.name, question, choices, index, None)
+            if task.id not in seen and split_of(task.id, self.test_fraction) == split:
+                seen.add(task.id)
+                out.append(task)
+        return out
+
+    def _task_from_row(self, row: dict, default_id: str) -> Task:
+        choices = row["choices"]
+        if not isinstance(row["question"], str) or not isinstance(choices, list):
+            raise ValueError("'question' must be a string and 'choices' a list")
+        return make_task(self.name, row["question"], [str(c) for c in choices],
+                         _answer_index(row["answer"], len(choices)), str(row.get("id", default_id)),
+                         str(row.get("explanation", "")))
+
+    def score(self, task: Task, completion: str) -> Score:
+        answer, reason = answer_part(completion, self.require_think)
+        if answer is None:
+            return Score(0.0, {"format": 0.0}, reason)
+        letter = extract_choice(answer, task.meta.get("letters", LETTERS))
+        if letter is None:
+            return Score(0.0, {"format": 0.0}, "format: no single choice letter in the answer")
+        return Score(float(letter == task.answer), {"format": 1.0}, None if letter == task.answer else "wrong choice")

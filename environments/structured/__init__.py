@@ -1,0 +1,3 @@
+from environments.structured.env import StructuredOutputEnvironment
+
+__all__ = ["StructuredOutputEnvironment"]

@@ -1,0 +1,36 @@
+"""A test environment whose verifier misbehaves on command: the completion's
+answer names what to do (raise, hang, crash the process, eat memory, return
+garbage). Used as ``environments: {"tests.plugins.hostile_env:Hostile": {}}``."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from environments import Environment, Score, Task
+
+
+class Hostile(Environment):
+    name = "hostile"
+
+    def tasks(self, split):
+        return [Task(id=f"hostile/{i}", env=self.name, messages=[{"role": "user", "content": "ok?"}],
+                     answer="ok", reference="<think></think>ok") for i in range(8)]
+
+    def score(self, task, completion):
+        action = completion.split("</think>")[-1].strip()
+        if action == "raise":
+            raise RuntimeError("verifier bug")
+        if action == "hang":
+            while True:
+                time.sleep(0.1)
+        if action == "crash":
+            os._exit(3)
+        if action == "memory":
+            blob = bytearray(8 * 2**30)  # over the host's address-space limit
+            return Score(float(len(blob) > 0))
+        if action == "garbage":
+            return "not a score"
+        if action == "nan":
+            return Score(float("nan"))
+        return Score(float(action == task.answer), reason=None if action == task.answer else "wrong")

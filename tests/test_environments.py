@@ -1,0 +1,234 @@
+"""Instruction following, structured output and multiple choice; task files;
+the isolated, time-limited scoring of every environment (hostile output)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from environments.base import DataError, Task
+from environments.ifeval import IFEvalEnvironment
+from environments.ifeval.env import violation
+from environments.mcq import MultipleChoiceEnvironment
+from environments.pool import EnvironmentPool
+from environments.registry import load_tasks
+from environments.structured import StructuredOutputEnvironment
+from rl.models import build_tokenizer
+from verifiers import ifeval
+from verifiers.choice import extract_choice
+from verifiers.structured import make_strict, validate_answer
+
+TESTS = Path(__file__).resolve().parent
+
+
+# ------------------------------------------------------------ ifeval
+
+
+def test_ifeval_has_at_least_25_constraint_types_all_generated_and_satisfiable():
+    assert len(ifeval.CONSTRAINTS) >= 25
+    env = IFEvalEnvironment(train_size=3000)
+    tasks = env.tasks("train")
+    seen = {k for t in tasks for k in t.meta["types"]}
+    assert seen == set(ifeval.CONSTRAINTS)
+    for t in tasks:
+        assert env.score(t, t.reference).reward == 1.0, t
+        wrong = env.score(t, env.wrong_completion(t, []))
+        assert wrong.reward == 0.0 and t.answer[0]["type"] in wrong.reason
+
+
+@pytest.mark.parametrize("constraint,good,bad", [
+    ({"type": "word_count_at_least", "n": 3}, "one two three", "one two"),
+    ({"type": "word_count_at_most", "n": 2}, "one two", "one two three"),
+    ({"type": "sentence_count_at_least", "n": 2}, "A b. C d!", "A b c d."),
+    ({"type": "sentence_count_at_most", "n": 1}, "A b c.", "A. B."),
+    ({"type": "paragraphs", "n": 2}, "a\n***\nb", "a\n***\n***\nb"),
+    ({"type": "paragraph_first_word", "n": 2, "i": 2, "word": "sky"}, "a\n***\nSky is", "a\n***\nThe sky"),
+    ({"type": "bullet_points", "n": 2}, "* a\n* b", "* a\n* b\n- c"),
+    ({"type": "sections", "n": 2}, "SECTION 1 a SECTION 2 b", "SECTION 1 a"),
+    ({"type": "keywords", "words": ["echo"]}, "an Echo here", "echoes"),
+    ({"type": "keyword_frequency", "word": "ember", "n": 2}, "ember and ember", "ember embers"),
+    ({"type": "forbidden_words", "words": ["stone"]}, "stones", "a Stone"),
+    ({"type": "letter_frequency", "letter": "e", "n": 3}, "eEe", "ee"),
+    ({"type": "lowercase"}, "all lower", "Not lower"),
+    ({"type": "uppercase"}, "ALL UP 1", "ALL Up"),
+    ({"type": "capital_words_at_least", "n": 2}, "YES and NO", "YES and no"),
+    ({"type": "capital_words_at_most", "n": 2}, "ONE cap", "ONE TWO"),
+    ({"type": "start_with", "phrase": "In short"}, "  in short, yes", "Yes, in short"),
+    ({"type": "end_with", "phrase": "That is all."}, "Done. That is all.", "That is all. Done."),
+    ({"type": "no_commas"}, "a b", "a, b"),
+    ({"type": "title"}, "<<my title>>\nbody", "<<>> body"),
+    ({"type": "placeholders", "n": 2}, "[a] and [b]", "[a] only"),
+    ({"type": "highlights", "n": 1}, "a *bold* word", "a ** word"),
+    ({"type": "postscript", "marker": "P.S."}, "body\n\nP.S. more", "body P.S. more"),
+    ({"type": "json_format"}, '```json\n{"a": 1}\n```', "{'a': 1}"),
+    ({"type": "quotation"}, '"quoted"', '"half'),
+    ({"type": "two_responses"}, "one\n******\ntwo", "one\n******\none"),
+    ({"type": "repeat_prompt", "request": "Write it."}, "write it. Done", "Done. Write it."),
+])
+def test_each_constraint_checker_by_hand(constraint, good, bad):
+    assert ifeval.check(constraint, good)
+    assert not ifeval.check(constraint, bad)
+    assert not ifeval.check(constraint, violation(constraint))
+
+
+def test_ifeval_loose_mode_as_ifeval_defines_it():
+    c = {"type": "start_with", "phrase": "In short"}
+    text = "Sure! Here you go:\nIn short, the sea is calm."
+    assert not ifeval.check(c, text) and ifeval.check_loose(c, text)  # first line removed
+    c = {"type": "highlights", "n": 1}
+    assert not ifeval.check_loose({"type": "title"}, "no title at all")
+    task = Task("t", "ifeval", [{"role": "user", "content": "x"}], [c, {"type": "start_with", "phrase": "In short"}])
+    strict = IFEvalEnvironment(mode="strict").score(task, "<think></think>Sure:\nIn short *yes*")
+    loose = IFEvalEnvironment(mode="loose").score(task, "<think></think>Sure:\nIn short *yes*")
+    assert strict.reward == 0.0 and strict.components["strict_fraction"] == 0.5
+    assert loose.reward == 1.0 and loose.components["loose"] == 1.0
+
+
+def test_ifeval_reads_only_the_answer_part():
+    task = Task("t", "ifeval", [], [{"type": "keywords", "words": ["echo"]}])
+    env = IFEvalEnvironment()
+    assert env.score(task, "<think>echo</think>nothing").reward == 0.0
+    assert env.score(task, "echo without think").reason.startswith("format")
+
+
+# --------------------------------------------------------- structured
+
+
+def test_strict_schema_requires_everything_and_forbids_extras():
+    schema = {"type": "object", "properties": {"a": {"type": "integer"},
+                                               "b": {"type": "object", "properties": {"c": {"type": "string"}}}}}
+    strict = make_strict(schema)
+    assert validate_answer('{"a": 1, "b": {"c": "x"}}', strict) == (True, True, None)
+    assert validate_answer('{"a": 1}', strict)[1] is False                      # missing b
+    assert validate_answer('{"a": 1, "b": {"c": "x", "d": 2}}', strict)[1] is False  # extra, nested
+    assert validate_answer('{"a": "1", "b": {"c": "x"}}', strict)[1] is False    # wrong type
+    assert validate_answer('```json\n{"a": 1, "b": {"c": "x"}}\n```', strict)[2].startswith("format: markdown")
+    assert "required" not in schema  # the original is untouched
+
+
+def test_structured_generated_tasks_and_scoring():
+    env = StructuredOutputEnvironment(train_size=300)
+    tasks = env.tasks("train")
+    assert len(tasks) == 300 and not {t.id for t in tasks} & {t.id for t in env.tasks("test")}
+    for t in tasks:
+        assert env.score(t, t.reference).reward == 1.0
+        s = env.score(t, env.wrong_completion(t, []))
+        assert s.reward == 0.0 and s.components["parses"] == 0.0
+
+
+# ------------------------------------------------------ multiple choice
+
+
+@pytest.mark.parametrize("answer,expected", [
+    ("B", "B"), ("(C)", "C"), ("D.", "D"), ("The answer is A.", "A"), ("answer: (b)", None),
+    ("Answer: B", "B"), ("\\boxed{C}", "C"), ("I pick A, not B", None), ("nothing here", None),
+    ("A) 12 is it", "A"), ("Option E", None),
+])
+def test_choice_extraction(answer, expected):
+    assert extract_choice(answer, "ABCD") == expected
+
+
+def test_mcq_letter_comes_from_the_answer_part_only():
+    env = MultipleChoiceEnvironment(train_size=200)
+    tasks = env.tasks("train")
+    for t in tasks:
+        assert env.score(t, t.reference).reward == 1.0
+    t = tasks[0]
+    other = next(letter for letter in t.meta["letters"] if letter != t.answer)
+    assert env.score(t, f"<think>{t.answer}</think>{other}").reward == 0.0
+    assert env.score(t, f"<think>maybe {other}</think>The answer is {t.answer}").reward == 1.0
+
+
+# ----------------------------------------------------------- task files
+
+
+def test_malformed_task_file_rows_name_file_and_line(tmp_path):
+    good = {"question": "2+2?", "choices": ["3", "4"], "answer": "B"}
+    cases = {
+        "not valid JSON": "{oops",
+        "missing field 'choices'": json.dumps({"question": "q", "answer": "A"}),
+        "'answer' must be one of": json.dumps({**good, "answer": "Z"}),
+        "expected a JSON object": "[1, 2]",
+    }
+    for expected, bad_line in cases.items():
+        path = tmp_path / "train.jsonl"
+        path.write_text(json.dumps(good) + "\n\n" + bad_line + "\n")
+        with pytest.raises(DataError) as err:
+            load_tasks("mcq", {"data_files": {"train": str(path)}}, "train")
+        assert f"{path}:3:" in str(err.value) and expected in str(err.value)
+    path.write_text(json.dumps(good) + "\n")
+    (task,) = load_tasks("mcq", {"data_files": {"train": str(path)}}, "train")
+    assert task.answer == "B" and "B) 4" in task.messages[0]["content"]
+
+    bad_schema = tmp_path / "s.jsonl"
+    bad_schema.write_text(json.dumps({"prompt": "p", "schema": {"type": "no-such-type"}}) + "\n")
+    with pytest.raises(DataError, match=r"s.jsonl:1: invalid JSON schema"):
+        load_tasks("structured", {"data_files": {"train": str(bad_schema)}}, "train")
+    bad_constraint = tmp_path / "i.jsonl"
+    bad_constraint.write_text(json.dumps({"prompt": "p", "constraints": [{"type": "rhymes"}]}) + "\n")
+    with pytest.raises(DataError, match=r"i.jsonl:1: unknown constraint type 'rhymes'"):
+        load_tasks("ifeval", {"data_files": {"train": str(bad_constraint)}}, "train")
+
+
+# ----------------------------------------------- robustness (hostile output)
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory, monkeypatch_module):
+    monkeypatch_module.syspath_prepend(str(TESTS))
+    tok = tmp_path_factory.mktemp("tok")
+    build_tokenizer().save_pretrained(tok)
+    specs = {"math": {}, "ifeval": {}, "structured": {}, "mcq": {}, "plugins.hostile_env:Hostile": {}}
+    p = EnvironmentPool(specs, str(tok), timeouts={name: 3.0 for name in specs}, memory_limit_mb=1024)
+    yield p
+    p.close()
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+HOSTILE = {
+    "megabyte string": "<think></think>" + "9" * 3_000_000,
+    "megabyte of boxes": "<think></think>" + "\\boxed{" * 300_000,
+    "deeply nested JSON": "<think></think>" + "[" * 500_000 + "]" * 500_000,
+    "nested objects": "<think></think>" + '{"a":' * 200_000 + "1" + "}" * 200_000,
+    "catastrophic backtracking": "<think></think>" + "answer is " * 50_000 + "(" * 50_000 + "!",
+    "power tower": "<think></think>\\boxed{9^9^9^9}",
+    "huge factorial": "<think></think>\\boxed{(10^10)!}",
+    "binary junk": "<think></think>" + "".join(chr(i % 0x2FF) for i in range(200_000)),
+    "no think": "\\boxed{1}" * 10_000,
+}
+
+
+@pytest.mark.parametrize("env", ["math", "ifeval", "structured", "mcq"])
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_output_scores_zero_within_the_time_limit(pool, env, case):
+    task = load_tasks(env, {}, "test")[0]
+    start = time.monotonic()
+    score = pool.score_text(task, HOSTILE[case])
+    elapsed = time.monotonic() - start
+    assert score.reward == 0.0 and score.reason, score
+    assert elapsed < 3.0 + 2.0, f"{case} on {env} took {elapsed:.1f}s"
+
+
+@pytest.mark.parametrize("action,reason", [
+    ("raise", "verifier error: RuntimeError: verifier bug"),
+    ("hang", "verifier timeout after 3s"),
+    ("crash", "verifier crashed"),
+    ("memory", "verifier error: out of memory"),
+    ("garbage", "invalid score"),
+    ("nan", "invalid score"),
+])
+def test_misbehaving_verifier_costs_one_sample_not_the_run(pool, action, reason):
+    task = Task("hostile/0", "plugins.hostile_env:Hostile", [], "ok")
+    start = time.monotonic()
+    score = pool.score_text(task, f"<think></think>{action}")
+    assert score.reward == 0.0 and reason in score.reason, score
+    assert time.monotonic() - start < 3.0 + 2.0
+    assert pool.score_text(task, "<think></think>ok").reward == 1.0  # the host is back
