@@ -131,6 +131,55 @@ def cmd_env_check(args) -> int:
     return 0 if report["ok"] else 1
 
 
+def cmd_curriculum_profile(args) -> int:
+    """Pass rates of each environment's train tasks under a model, for ``curriculum.profile``."""
+    import random as _random
+
+    from curricula.profile import profile_tasks
+    from environments.pool import EnvironmentPool
+    from environments.registry import load_tasks
+    from rl.config import load_config
+    from rl.rollout import RolloutWorker, SamplingSettings, prompt_token_ids
+    from rl.sft import resolve_model
+
+    cfg = load_config(args.config, args.overrides)
+    model = str(Path(args.model) / "policy" / "model") if args.model and (Path(args.model) / "policy").is_dir() \
+        else (args.model or str(resolve_model(cfg)))
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    k = args.k or cfg.curriculum.k
+    worker = RolloutWorker(args.backend or cfg.rollout.backend, model, dtype=cfg.model.dtype, seed=cfg.run.seed,
+                           kv_cache_gib=cfg.rollout.kv_cache_gib)
+    envs = {n: e.options for n, e in cfg.environments.items()}
+    pool = EnvironmentPool(envs, model, timeouts={n: e.timeout_s for n, e in cfg.environments.items()})
+
+    def run_groups(tasks, n):
+        prompts = [prompt_token_ids(tokenizer, t.messages) for t in tasks]
+        groups = worker.generate(prompts, SamplingSettings(n=n, max_new_tokens=cfg.rollout.max_new_tokens,
+                                                            temperature=cfg.rollout.temperature))
+        scores, _ = pool.score([t for t, g in zip(tasks, groups) for _ in g], [c.token_ids for g in groups for c in g])
+        return [[s.reward for s in scores[i * n:(i + 1) * n]] for i in range(len(tasks))]
+
+    tasks = []
+    for name, opts in envs.items():
+        pool_tasks = load_tasks(name, opts, "train")
+        if args.limit is not None and len(pool_tasks) > args.limit:
+            pool_tasks = _random.Random(cfg.run.seed).sample(pool_tasks, args.limit)
+        tasks += pool_tasks
+    try:
+        rates = profile_tasks(tasks, run_groups, k, args.out)
+    finally:
+        pool.close()
+    hist = [0] * (k + 1)
+    for p in rates.values():
+        hist[round(p * k)] += 1
+    print(json.dumps({"out": str(args.out), "tasks": len(rates), "k": k,
+                      "mean_pass_rate": sum(rates.values()) / max(len(rates), 1),
+                      "histogram": {f"{j}/{k}": n for j, n in enumerate(hist)}}, indent=2))
+    return 0
+
+
 def _add_overrides(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--override", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override (dotted key), repeatable")
@@ -175,6 +224,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", default=None)
     _add_overrides(s)
     s.set_defaults(fn=cmd_sft)
+
+    c = sub.add_parser("curriculum", help="pass-rate curriculum tools")
+    csub = c.add_subparsers(dest="curriculum_command", required=True)
+    cp = csub.add_parser("profile", help="sample k completions per train task; write pass rates (resumable)")
+    cp.add_argument("config", help="the run config (environments, model, rollout settings)")
+    cp.add_argument("-O", "--out", default="profile.jsonl", help="profile file (appended to; resumes)")
+    cp.add_argument("--model", default=None, help="model or checkpoint folder (default: the config's model)")
+    cp.add_argument("--k", type=int, default=None, help="completions per task (default: curriculum.k)")
+    cp.add_argument("--limit", type=int, default=None, help="profile at most this many tasks per environment")
+    cp.add_argument("--backend", choices=["vllm", "transformers"], default=None)
+    _add_overrides(cp)
+    cp.set_defaults(fn=cmd_curriculum_profile)
 
     env = sub.add_parser("env", help="environment plugins")
     esub = env.add_subparsers(dest="env_command", required=True)

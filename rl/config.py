@@ -174,6 +174,43 @@ class EnvironmentConfig(_Section):
         return dict(self.model_extra or {})
 
 
+class ReprofileConfig(_Section):
+    enabled: bool = True
+    """Re-profile with the current policy when the reward plateaus."""
+    window: int = Field(10, ge=1)
+    """Moving-average window of ``train/reward_mean``."""
+    patience: int = Field(20, ge=1)
+    """K: steps without an improvement of ``delta`` that count as a plateau."""
+    delta: float = Field(0.01, ge=0)
+    max_tasks: int = Field(256, ge=1)
+    """Tasks re-profiled per environment (a random sample of its pool)."""
+
+
+class CurriculumConfig(_Section):
+    """Gaussian pass-rate curriculum (RECIPE.md section 3)."""
+
+    enabled: bool = False
+    """False: fixed-ratio uniform sampling."""
+    profile: str | None = None
+    """A profile from ``rl curriculum profile``; None: profile at the start of the run
+    (``profile_tasks`` per environment, written to <run>/profile.jsonl, resumable)."""
+    profile_tasks: int = Field(1024, ge=1)
+    k: int = Field(8, ge=1)
+    """Completions per task when profiling (pass-rate bins: k + 1)."""
+    mu_start: float = Field(0.8, ge=0, le=1)
+    mu_end: float = Field(0.2, ge=0, le=1)
+    sigma: float = Field(0.15, gt=0)
+    drop_solved: bool = True
+    """Never sample tasks with pass rate 1."""
+    drop_unsolved: bool = False
+    """Never sample tasks with pass rate 0."""
+    online_update: bool = True
+    """Blend each step's group pass rates into the profile."""
+    online_weight: float = Field(0.5, ge=0, le=1)
+    """p <- (1 - w) * p + w * (passes / G)."""
+    reprofile: ReprofileConfig = ReprofileConfig()
+
+
 class RayConfig(_Section):
     address: str | None = None
     """Join an existing cluster (e.g. ``ray://host:10001`` or ``auto``); None starts a local one."""
@@ -199,6 +236,7 @@ class Config(_Section):
     environments: dict[str, EnvironmentConfig] = Field(
         default_factory=lambda: {"math": EnvironmentConfig()}
     )
+    curriculum: CurriculumConfig = CurriculumConfig()
     ray: RayConfig = RayConfig()
     wandb: WandbConfig = WandbConfig()
 

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import torch
 
+from curricula.gaussian import GaussianCurriculum, Plateau
 from curricula.mixed import MixedSampler
+from curricula.profile import profile_tasks, read_profile
 from environments.base import Score, Task
 from environments.pool import EnvironmentPool
 from environments.registry import load_tasks
@@ -69,15 +71,13 @@ class Trainer:
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         env_specs = {name: e.options for name, e in cfg.environments.items()}
         pools = {name: load_tasks(name, opts, "train") for name, opts in env_specs.items()}
-        self.sampler = MixedSampler(pools, {n: e.ratio for n, e in cfg.environments.items()}, seed=cfg.run.seed)
 
         resume = latest_checkpoint(run_dir)
         self.start_step = 1
-        policy_path, trainer_state = self.model_path, None
+        policy_path, trainer_state, state = self.model_path, None, None
         if resume is not None:
             step, ckpt = resume
             state = load_state(ckpt)
-            self.sampler.load_state_dict(state["sampler"])
             random.setstate(_tuple_state(state["python_rng"]))
             policy_path, trainer_state = str(ckpt / "policy" / "model"), str(ckpt / "policy" / "trainer_state.pt")
             self.start_step = step + 1
@@ -98,15 +98,61 @@ class Trainer:
                                          seed=cfg.run.seed, trainer_state=trainer_state)
         self.envs = self.cluster.spawn(EnvironmentPool, env_specs, self.model_path,
                                        timeouts={n: e.timeout_s for n, e in cfg.environments.items()})
+        self.sampler = self.make_sampler(pools)
+        self.plateau = Plateau(cfg.curriculum.reprofile.window, cfg.curriculum.reprofile.patience,
+                               cfg.curriculum.reprofile.delta)
+        self.reprofiles = 0
+        if state is not None:
+            self.sampler.load_state_dict(state["sampler"])
+            if "plateau" in state:
+                self.plateau.load_state_dict(state["plateau"])
+                self.reprofiles = state.get("reprofiles", 0)
         self.refit_path = _refit_path(run_dir)
         self.metrics = MetricsLog(run_dir, cfg, resume_step=self.start_step - 1 if resume else None)
 
+    # ------------------------------------------------------------ sampling
+
+    def make_sampler(self, pools: dict[str, list[Task]]) -> MixedSampler | GaussianCurriculum:
+        cfg, cur = self.cfg, self.cfg.curriculum
+        ratios = {n: e.ratio for n, e in cfg.environments.items()}
+        if not cur.enabled:
+            return MixedSampler(pools, ratios, seed=cfg.run.seed)
+        if cur.profile is not None:
+            profile, k = read_profile(cur.profile)
+        else:  # profile a sample of each pool with the starting policy (resumable file in the run folder)
+            rng = random.Random(cfg.run.seed)
+            sample = [t for pool in pools.values() for t in rng.sample(pool, min(cur.profile_tasks, len(pool)))]
+            profile = profile_tasks(sample, self.group_rewards, cur.k, self.run_dir / "profile.jsonl")
+            k = cur.k
+        profiled = {d: [t for t in pool if t.id in profile] for d, pool in pools.items()}
+        missing = [d for d, pool in profiled.items() if not pool]
+        if missing:
+            raise ValueError(f"curriculum.profile: no profiled tasks of environments {missing}")
+        return GaussianCurriculum(profiled, ratios, profile, k or cur.k, cfg.run.steps, cur.mu_start, cur.mu_end,
+                                  cur.sigma, cur.drop_solved, cur.drop_unsolved, cur.online_weight,
+                                  seed=cfg.run.seed)
+
+    def group_rewards(self, tasks: list[Task], k: int) -> list[list[float]]:
+        """Rewards of k completions per task (profiling)."""
+        groups, _ = self.rollout_and_score(tasks, n=k)
+        return [gr.rewards for gr in groups]
+
+    def reprofile(self) -> None:
+        """Re-estimate pass rates with the current policy on a sample of every pool."""
+        cur = self.cfg.curriculum
+        rng = random.Random(self.cfg.run.seed + 7919 * (self.reprofiles + 1))
+        sample = [t for pool in self.sampler.pools.values()
+                  for t in rng.sample(pool, min(cur.reprofile.max_tasks, len(pool)))]
+        self.sampler.reprofile(profile_tasks(sample, self.group_rewards, self.sampler.k, progress=False))
+        self.reprofiles += 1
+
     # ------------------------------------------------------------ steps 2-3
 
-    def rollout_and_score(self, tasks: list[Task]) -> tuple[list[Group], dict[str, float]]:
+    def rollout_and_score(self, tasks: list[Task], n: int | None = None) -> tuple[list[Group], dict[str, float]]:
         cfg = self.cfg
+        g = n or cfg.grpo.group_size
         prompts = [prompt_token_ids(self.tokenizer, t.messages) for t in tasks]
-        settings = SamplingSettings(n=cfg.grpo.group_size, max_new_tokens=cfg.rollout.max_new_tokens,
+        settings = SamplingSettings(n=g, max_new_tokens=cfg.rollout.max_new_tokens,
                                     temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p)
         t0 = time.perf_counter()
         shards = _split(list(range(len(tasks))), len(self.rollout))
@@ -117,7 +163,6 @@ class Trainer:
         flat_tasks = [t for t, out in zip(tasks, outputs) for _ in out]
         flat_ids = [c.token_ids for out in outputs for c in out]
         scores, env_s = self.envs.score(flat_tasks, flat_ids)
-        g = cfg.grpo.group_size
         groups = [Group(t, p, out, scores[i * g:(i + 1) * g]) for i, (t, p, out) in enumerate(zip(tasks, prompts, outputs))]
         return groups, {"generation_s": t1 - t0, "env_s": env_s}
 
@@ -143,8 +188,14 @@ class Trainer:
     def step(self, step: int) -> dict[str, float]:
         cfg = self.cfg.grpo
         t_step = time.perf_counter()
+        curriculum = isinstance(self.sampler, GaussianCurriculum)
+        if curriculum:
+            self.sampler.set_step(step)
         tasks = self.sampler.next_batch(cfg.prompts_per_step)                           # 1
         groups, timing = self.rollout_and_score(tasks)                                   # 2, 3
+        if curriculum and self.cfg.curriculum.online_update:
+            for gr in groups:
+                self.sampler.observe(gr.task.id, sum(r >= 1.0 for r in gr.rewards), len(gr.rewards))
         zero_std_before = sum(gr.zero_std for gr in groups) / len(groups)
         groups, ds_rounds = self.dynamic_sampling(groups, timing)
         rewards = torch.tensor([gr.rewards for gr in groups], dtype=torch.float32)
@@ -166,6 +217,13 @@ class Trainer:
         # frac_zero_std counts the groups as sampled; after refilling, what was trained on
         metrics["train/frac_zero_std_after_refill"] = metrics["train/frac_zero_std"]
         metrics["train/frac_zero_std"] = zero_std_before
+        if curriculum:
+            metrics.update(self.sampler.metrics())
+            if self.cfg.curriculum.reprofile.enabled and self.plateau.update(metrics["train/reward_mean"]):
+                t = time.perf_counter()
+                self.reprofile()
+                metrics["timing/reprofile_s"] = time.perf_counter() - t
+            metrics["curriculum/reprofiles"] = float(self.reprofiles)
         return metrics
 
     def refit(self) -> None:
@@ -175,7 +233,8 @@ class Trainer:
     # ----------------------------------------------------------------- run
 
     def checkpoint(self, step: int) -> None:
-        state = {"sampler": self.sampler.state_dict(), "python_rng": random.getstate()}
+        state = {"sampler": self.sampler.state_dict(), "python_rng": random.getstate(),
+                 "plateau": self.plateau.state_dict(), "reprofiles": self.reprofiles}
         save_checkpoint(self.run_dir, step, self.policy.save, state, self.cfg.run.keep_checkpoints)
 
     def fit(self) -> None:

@@ -108,3 +108,22 @@ def test_dynamic_sampling_refills_zero_variance_groups(tiny_model, tmp_path):
         assert row["train/frac_zero_std_after_refill"] <= row["train/frac_zero_std"]
         if row["train/frac_zero_std"] > 0:
             assert row["train/dynamic_sampling_rounds"] >= 1
+
+
+@pytest.mark.slow
+def test_curriculum_run_profiles_then_logs_its_metrics(tiny_model, tmp_path):
+    run = tmp_path / "run"
+    r = run_rl("train", f"model.path={tiny_model}", f"run.dir={run}", "run.steps=3", "ray.enabled=false",
+               "rollout.backend=transformers", "wandb.enabled=false", *TINY, "curriculum.enabled=true",
+               "curriculum.profile_tasks=12", "curriculum.k=2", "curriculum.reprofile.window=1",
+               "curriculum.reprofile.patience=1", "curriculum.reprofile.delta=1.0", "curriculum.reprofile.max_tasks=4",
+               timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len((run / "profile.jsonl").read_text().splitlines()) == 12
+    rows = read_metrics(run / "metrics.jsonl")
+    for row in rows:
+        for key in ["curriculum/target_mean", "curriculum/batch_pass_rate_mean", "curriculum/batch_pass_rate_mean/math",
+                    "curriculum/pool_left"]:
+            assert key in row, key
+    assert [row["curriculum/target_mean"] for row in rows] == pytest.approx([0.6, 0.4, 0.2])
+    assert rows[-1]["curriculum/reprofiles"] >= 1  # delta=1.0: every window is a plateau
