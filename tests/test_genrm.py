@@ -1,0 +1,92 @@
+"""GenRM circular comparison, tie rule, base rewards, length control and the
+judge-training reward, against numbers computed by hand."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from reward_models.genrm import (Judgement, base_rewards, circular_pairs, judge_reward, length_control,
+                                 parse_judgement, percentile, swapped, tie_adjusted)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 8, 16])
+def test_circular_pairs_are_n_calls_each_response_twice_once_per_position(n):
+    pairs = circular_pairs(n)
+    assert len(pairs) == n
+    assert Counter(a for a, _ in pairs) == Counter(range(n)) == Counter(b for _, b in pairs)
+    assert all(a != b for a, b in pairs)
+
+
+def test_circular_pairs_need_two():
+    with pytest.raises(ValueError):
+        circular_pairs(1)
+
+
+def test_tie_rule():
+    assert tie_adjusted(Judgement(3, 3, 2)) == (4.5, 1.5)   # tie, first better by a margin of 2
+    assert tie_adjusted(Judgement(3, 3, 5)) == (1.5, 4.5)
+    assert tie_adjusted(Judgement(2, 2, 3)) == (2.5, 1.5)
+    assert tie_adjusted(Judgement(4, 2, 6)) == (4.0, 2.0)   # no tie: scores as given
+
+
+def test_base_rewards_by_hand():
+    # pairs (0,1), (1,2), (2,0)
+    j = [Judgement(4, 2, 1), Judgement(3, 3, 2), Judgement(5, 1, 1)]
+    assert base_rewards(3, j) == ([2.5, 3.25, 3.25], 0)       # r0=(4+1)/2, r1=(2+4.5)/2, r2=(1.5+5)/2
+    assert base_rewards(3, [j[0], None, j[2]]) == ([2.5, 2.0, 5.0], 0)  # a dropped call: the other score
+    assert base_rewards(3, [None, j[1], None]) == ([3.0, 4.5, 1.5], 1)  # no score left: group mean
+    assert base_rewards(3, [None, None, None]) == ([0.0, 0.0, 0.0], 3)
+
+
+def test_parse_judgement_is_strict():
+    ok = '{"score_1": 4, "score_2": 2, "ranking": 2}'
+    assert parse_judgement(ok) == Judgement(4, 2, 2)
+    assert parse_judgement("<think>compare</think> " + ok) == Judgement(4, 2, 2)
+    for bad in ['```json\n' + ok + '\n```', '{"score_1": 4.0, "score_2": 2, "ranking": 2}',
+                '{"score_1": true, "score_2": 2, "ranking": 2}', '{"score_1": 6, "score_2": 2, "ranking": 2}',
+                '{"score_1": 4, "score_2": 2, "ranking": 7}', '{"score_1": 4, "score_2": 2}',
+                '{"score_1": 4, "score_2": 2, "ranking": 2, "why": "x"}', "[" * 100_000, "4, 2, 2", ""]:
+        assert parse_judgement(bad) is None, bad
+
+
+def test_percentile_matches_numpy_linear():
+    assert percentile([3, 2, 4, 1], 0.8) == pytest.approx(3.4)
+    assert percentile([5.0], 0.8) == 5.0
+    assert percentile([1, 2], 0.5) == 1.5
+
+
+def test_length_control_without_bonus_by_hand():
+    out = length_control([3, 2, 4, 1], think_lengths=[10, 20, 0, 40], answer_lengths=[5, 5, 5, 5])
+    # think w = [.75, .5, 1, 0], mean .5625, centred [.1875, -.0625, .4375, -.5625], x0.5
+    assert out.think_adjustment == pytest.approx([0.09375, -0.03125, 0.21875, -0.28125])
+    assert out.answer_adjustment == [0.0] * 4                     # equal lengths: no adjustment
+    assert sum(out.think_adjustment) == pytest.approx(0.0)        # zero-sum
+    # shortest non-empty reasoning is #0 (10), base 3 < 80th percentile 3.4: no bonus
+    assert out.bonus == [0.0] * 4
+    assert out.rewards == pytest.approx([3.09375, 1.96875, 4.21875, 0.71875])
+
+
+def test_length_control_bonus_is_gated_at_the_80th_percentile():
+    out = length_control([3, 2, 4, 1], think_lengths=[30, 20, 10, 40], answer_lengths=[3, 0, 8, 5])
+    assert out.think_adjustment == pytest.approx([-1 / 12, 1 / 12, 0.25, -0.25])
+    assert out.answer_adjustment == pytest.approx([0.0625, 0.25, -0.25, -0.0625])
+    # shortest reasoning: #2 (base 4 >= 3.4) gets the bonus; shortest non-empty answer: #0 (base 3): none
+    assert out.bonus == [0.0, 0.0, 0.5, 0.0]
+    assert out.rewards == pytest.approx([3 - 1 / 12 + 0.0625, 2 + 1 / 12 + 0.25, 4.5, 0.6875])
+    assert sum(out.rewards) - sum([3, 2, 4, 1]) == pytest.approx(0.5)  # only the bonus adds reward
+
+
+def test_length_control_coefficients_are_knobs():
+    out = length_control([1, 1], [1, 3], [2, 2], lam_think=1.0, lam_answer=0.0, bonus=0.0)
+    assert out.rewards == pytest.approx([1.5, 0.5])
+
+
+def test_judge_reward_and_swapped_pairs():
+    truth = Judgement(4, 2, 2)
+    assert judge_reward('{"score_1": 5, "score_2": 2, "ranking": 4}', truth)[0] == -3.0  # -(1 + 0 + 1*2)
+    assert judge_reward('{"score_1": 4, "score_2": 2, "ranking": 2}', truth)[0] == 0.0
+    assert judge_reward("not json", truth) == (-10.0, None)
+    assert judge_reward('{"score_1": 1, "score_2": 5, "ranking": 6}', truth, c2=2.0)[0] == -(3 + 3 + 2 * 4)
+    assert swapped(truth) == Judgement(2, 4, 5) and swapped(swapped(truth)) == truth
