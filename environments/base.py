@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,23 @@ def split_of(task_id: str, test_fraction: float) -> str:
     """Deterministic train/test assignment from the task's identity."""
     h = int.from_bytes(hashlib.sha256(task_id.encode()).digest()[:8], "big")
     return "test" if (h % 10_000) < test_fraction * 10_000 else "train"
+
+
+def generate_split(make: Callable[[random.Random], Task], split: str, size: int, seed: int,
+                   test_fraction: float, tries_per_task: int = 20) -> list[Task]:
+    """``size`` distinct tasks of ``split`` from a seeded generator. A task
+    belongs to the split its id hashes to, so train and test never share one."""
+    rng = random.Random(f"{seed}-{split}")
+    out: list[Task] = []
+    seen: set[str] = set()
+    for _ in range(size * tries_per_task):
+        if len(out) == size:
+            break
+        task = make(rng)
+        if task.id not in seen and split_of(task.id, test_fraction) == split:
+            seen.add(task.id)
+            out.append(task)
+    return out
 
 
 class Environment(ABC):

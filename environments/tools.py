@@ -10,7 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from environments.base import MultiTurnEnvironment, Task
+from environments.base import MultiTurnEnvironment
 from environments.registry import make_environment
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")

@@ -192,20 +192,6 @@ def reap_zombies(uid: int) -> None:
             pass
 
 
-def kill_uid(uid: int, rounds: int = 20) -> None:
-    """SIGKILL every process of ``uid`` (a sandbox slot's whole tree, fork bombs included)."""
-    for _ in range(rounds):
-        pids = processes_of(uid)
-        if not pids:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        time.sleep(0.01)
-
-
 def _kill_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)

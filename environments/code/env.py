@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import re
 
-from environments.base import Environment, Score, Task, split_of
+from environments.base import Environment, Score, Task, generate_split
 from verifiers.sandbox import Limits, SandboxPool, TestCase
 from verifiers.text import answer_part
 
@@ -85,15 +85,8 @@ class CodeEnvironment(Environment):
     def tasks(self, split: str) -> list[Task]:
         if split not in self.sizes:
             raise ValueError(f"code: unknown split {split!r} (train or test)")
-        rng = random.Random(f"{self.seed}-{split}")
-        out, seen = [], set()
-        for _ in range(self.sizes[split] * 20):
-            if len(out) == self.sizes[split]:
-                break
-            task = procedural_task(rng, self.name)
-            if task.id not in seen and split_of(task.id, self.test_fraction) == split:
-                seen.add(task.id)
-                out.append(task)
+        out = generate_split(lambda rng: procedural_task(rng, self.name), split, self.sizes[split], self.seed,
+                             self.test_fraction)
         if self.humaneval and split == self.humaneval_split:
             out += humaneval_tasks(self.name)
         return out

@@ -17,7 +17,7 @@ import json
 import random
 from pathlib import Path
 
-from environments.base import Environment, Score, Task, read_jsonl, split_of
+from environments.base import Environment, Score, Task, generate_split, read_jsonl
 from verifiers import ifeval
 from verifiers.text import answer_part
 
@@ -238,17 +238,9 @@ class IFEvalEnvironment(Environment):
             return read_jsonl(path, lambda row, lineno: self._task_from_row(row, f"{Path(path).stem}-{lineno}"))
         if split not in self.sizes:
             raise ValueError(f"ifeval: unknown split {split!r} (train or test)")
-        rng = random.Random(f"{self.seed}-{split}")
-        out, seen = [], set()
-        for _ in range(self.sizes[split] * 20):
-            if len(out) == self.sizes[split]:
-                break
-            task = generate_task(rng, self.types, self.min_constraints, self.max_constraints, self.name)
-            if task.id in seen or split_of(task.id, self.test_fraction) != split:
-                continue
-            seen.add(task.id)
-            out.append(task)
-        return out
+        return generate_split(lambda rng: generate_task(rng, self.types, self.min_constraints, self.max_constraints,
+                                                        self.name),
+                              split, self.sizes[split], self.seed, self.test_fraction)
 
     def _task_from_row(self, row: dict, default_id: str) -> Task:
         if not isinstance(row["prompt"], str) or not isinstance(row["constraints"], list) or not row["constraints"]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from environments.base import Environment, Score, Task, read_jsonl, split_of
+from environments.base import Environment, Score, Task, generate_split, read_jsonl
 from verifiers.choice import extract_choice
 from verifiers.text import answer_part
 
@@ -82,17 +82,11 @@ class MultipleChoiceEnvironment(Environment):
             return read_jsonl(path, lambda row, lineno: self._task_from_row(row, f"{Path(path).stem}-{lineno}"))
         if split not in self.sizes:
             raise ValueError(f"mcq: unknown split {split!r} (train or test)")
-        rng = random.Random(f"{self.seed}-{split}")
-        out, seen = [], set()
-        for _ in range(self.sizes[split] * 20):
-            if len(out) == self.sizes[split]:
-                break
+        def make(rng: random.Random) -> Task:
             question, choices, index = rng.choice(GENERATORS)(rng)
-            task = make_task(self.name, question, choices, index, None)
-            if task.id not in seen and split_of(task.id, self.test_fraction) == split:
-                seen.add(task.id)
-                out.append(task)
-        return out
+            return make_task(self.name, question, choices, index, None)
+
+        return generate_split(make, split, self.sizes[split], self.seed, self.test_fraction)
 
     def _task_from_row(self, row: dict, default_id: str) -> Task:
         choices = row["choices"]

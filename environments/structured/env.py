@@ -14,7 +14,7 @@ import json
 import random
 from pathlib import Path
 
-from environments.base import Environment, Score, Task, read_jsonl, split_of
+from environments.base import Environment, Score, Task, generate_split, read_jsonl
 from verifiers.structured import check_schema, make_strict, validate_answer
 from verifiers.text import answer_part
 
@@ -93,16 +93,8 @@ class StructuredOutputEnvironment(Environment):
             return read_jsonl(path, lambda row, lineno: self._task_from_row(row, f"{Path(path).stem}-{lineno}"))
         if split not in self.sizes:
             raise ValueError(f"structured: unknown split {split!r} (train or test)")
-        rng = random.Random(f"{self.seed}-{split}")
-        out, seen = [], set()
-        for _ in range(self.sizes[split] * 20):
-            if len(out) == self.sizes[split]:
-                break
-            task = generate_task(rng, self.name)
-            if task.id not in seen and split_of(task.id, self.test_fraction) == split:
-                seen.add(task.id)
-                out.append(task)
-        return out
+        return generate_split(lambda rng: generate_task(rng, self.name), split, self.sizes[split], self.seed,
+                              self.test_fraction)
 
     def _task_from_row(self, row: dict, default_id: str) -> Task:
         if not isinstance(row["prompt"], str):
