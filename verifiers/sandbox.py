@@ -212,8 +212,9 @@ def classify(raw: _Raw, token: str) -> str:
     if raw.code == 0:
         lines = raw.stdout.decode("utf-8", "replace").rstrip("\n").split("\n")
         return "passed" if lines and lines[-1] == token else "crashed"
-    if raw.code is not None and raw.code > 0 and "Traceback (most recent call last)" in err:
-        return "failed"
+    if raw.code is not None and raw.code > 0 and ("Traceback (most recent call last)" in err
+                                                   or "SyntaxError" in err or "IndentationError" in err):
+        return "failed"  # an exception, or a program that does not compile
     return "crashed"
 
 
