@@ -101,6 +101,34 @@ class Environment(ABC):
         """Release processes or files held by the environment."""
 
 
+class GeneratedEnvironment(Environment):
+    """Single-turn tasks from a seeded generator (``generate``), or from a
+    JSON-lines file per split (``data_files: {train: a.jsonl}``, rows read by
+    ``task_from_row``)."""
+
+    def __init__(self, train_size: int, test_size: int, seed: int, test_fraction: float,
+                 require_think: bool, data_files: dict[str, str] | None):
+        self.sizes = {"train": train_size, "test": test_size}
+        self.seed, self.test_fraction, self.require_think = seed, test_fraction, require_think
+        self.data_files = data_files or {}
+
+    @abstractmethod
+    def generate(self, rng: random.Random) -> Task:
+        """One generated task (its id decides its split)."""
+
+    @abstractmethod
+    def task_from_row(self, row: dict, default_id: str) -> Task:
+        """A task from one row of a task file; raise KeyError/ValueError on a malformed row."""
+
+    def tasks(self, split: str) -> list[Task]:
+        if split in self.data_files:
+            path = self.data_files[split]
+            return read_jsonl(path, lambda row, lineno: self.task_from_row(row, f"{Path(path).stem}-{lineno}"))
+        if split not in self.sizes:
+            raise ValueError(f"{self.name}: unknown split {split!r} (train or test)")
+        return generate_split(self.generate, split, self.sizes[split], self.seed, self.test_fraction)
+
+
 class Episode(ABC):
     """One multi-turn interaction with a task."""
 

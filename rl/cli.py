@@ -139,7 +139,8 @@ def cmd_curriculum_profile(args) -> int:
     from environments.pool import EnvironmentPool
     from environments.registry import load_tasks
     from rl.config import load_config
-    from rl.rollout import RolloutWorker, SamplingSettings, prompt_token_ids
+    from rl.evaluate import sample_rewards
+    from rl.rollout import RolloutWorker
     from rl.sft import resolve_model
 
     cfg = load_config(args.config, args.overrides)
@@ -155,11 +156,7 @@ def cmd_curriculum_profile(args) -> int:
     pool = EnvironmentPool(envs, model, timeouts={n: e.timeout_s for n, e in cfg.environments.items()})
 
     def run_groups(tasks, n):
-        prompts = [prompt_token_ids(tokenizer, t.messages) for t in tasks]
-        groups = worker.generate(prompts, SamplingSettings(n=n, max_new_tokens=cfg.rollout.max_new_tokens,
-                                                            temperature=cfg.rollout.temperature))
-        scores, _ = pool.score([t for t, g in zip(tasks, groups) for _ in g], [c.token_ids for g in groups for c in g])
-        return [[s.reward for s in scores[i * n:(i + 1) * n]] for i in range(len(tasks))]
+        return sample_rewards(worker, pool, tokenizer, tasks, n, cfg.rollout.max_new_tokens, cfg.rollout.temperature)
 
     tasks = []
     for name, opts in envs.items():

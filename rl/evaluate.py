@@ -11,6 +11,15 @@ from rl.models import check_model_dir
 from rl.rollout import RolloutWorker, SamplingSettings, prompt_token_ids
 
 
+def sample_rewards(worker: RolloutWorker, pool: EnvironmentPool, tokenizer, tasks: list, n: int,
+                   max_new_tokens: int, temperature: float) -> list[list[float]]:
+    """The rewards of ``n`` sampled completions of each task."""
+    prompts = [prompt_token_ids(tokenizer, t.messages) for t in tasks]
+    groups = worker.generate(prompts, SamplingSettings(n=n, max_new_tokens=max_new_tokens, temperature=temperature))
+    scores, _ = pool.score([t for t, g in zip(tasks, groups) for _ in g], [c.token_ids for g in groups for c in g])
+    return [[s.reward for s in scores[i * n:(i + 1) * n]] for i in range(len(tasks))]
+
+
 def evaluate(model_path: str, envs: dict[str, dict], split: str = "test", samples: int = 1,
              max_new_tokens: int = 48, temperature: float = 1.0, backend: str = "vllm",
              limit: int | None = None, seed: int = 0) -> dict:
@@ -27,12 +36,8 @@ def evaluate(model_path: str, envs: dict[str, dict], split: str = "test", sample
             tasks = load_tasks(name, opts, split)
             if limit is not None and len(tasks) > limit:
                 tasks = random.Random(seed).sample(tasks, limit)
-            prompts = [prompt_token_ids(tokenizer, t.messages) for t in tasks]
-            groups = worker.generate(prompts, SamplingSettings(n=samples, max_new_tokens=max_new_tokens,
-                                                                temperature=temperature))
-            flat_tasks = [t for t, g in zip(tasks, groups) for _ in g]
-            scores, _ = pool.score(flat_tasks, [c.token_ids for g in groups for c in g])
-            correct = [sum(s.reward >= 1.0 for s in scores[i * samples:(i + 1) * samples]) for i in range(len(tasks))]
+            rewards = sample_rewards(worker, pool, tokenizer, tasks, samples, max_new_tokens, temperature)
+            correct = [sum(r >= 1.0 for r in group) for group in rewards]
             entry = {"tasks": len(tasks), "pass@1": sum(pass_at_k(samples, c, 1) for c in correct) / len(tasks)}
             if samples > 1:
                 entry[f"pass@{samples}"] = sum(pass_at_k(samples, c, samples) for c in correct) / len(tasks)

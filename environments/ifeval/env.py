@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 
-from environments.base import Environment, Score, Task, generate_split, read_jsonl
+from environments.base import GeneratedEnvironment, Score, Task
 from verifiers import ifeval
 from verifiers.text import answer_part
 
@@ -211,7 +210,7 @@ def violation(c: dict) -> str:
     }.get(c["type"], "Hm.")
 
 
-class IFEvalEnvironment(Environment):
+class IFEvalEnvironment(GeneratedEnvironment):
     name = "ifeval"
 
     def __init__(self, train_size: int = 5000, test_size: int = 300, min_constraints: int = 1,
@@ -226,23 +225,13 @@ class IFEvalEnvironment(Environment):
             raise ValueError(f"environments.ifeval.mode: 'strict' or 'loose', got {mode!r}")
         if not 1 <= min_constraints <= max_constraints:
             raise ValueError("environments.ifeval: need 1 <= min_constraints <= max_constraints")
-        self.sizes = {"train": train_size, "test": test_size}
-        self.min_constraints, self.max_constraints = min_constraints, max_constraints
-        self.mode, self.seed, self.test_fraction = mode, seed, test_fraction
-        self.require_think = require_think
-        self.data_files = data_files or {}
+        super().__init__(train_size, test_size, seed, test_fraction, require_think, data_files)
+        self.min_constraints, self.max_constraints, self.mode = min_constraints, max_constraints, mode
 
-    def tasks(self, split: str) -> list[Task]:
-        if split in self.data_files:
-            path = self.data_files[split]
-            return read_jsonl(path, lambda row, lineno: self._task_from_row(row, f"{Path(path).stem}-{lineno}"))
-        if split not in self.sizes:
-            raise ValueError(f"ifeval: unknown split {split!r} (train or test)")
-        return generate_split(lambda rng: generate_task(rng, self.types, self.min_constraints, self.max_constraints,
-                                                        self.name),
-                              split, self.sizes[split], self.seed, self.test_fraction)
+    def generate(self, rng: random.Random) -> Task:
+        return generate_task(rng, self.types, self.min_constraints, self.max_constraints, self.name)
 
-    def _task_from_row(self, row: dict, default_id: str) -> Task:
+    def task_from_row(self, row: dict, default_id: str) -> Task:
         if not isinstance(row["prompt"], str) or not isinstance(row["constraints"], list) or not row["constraints"]:
             raise ValueError("'prompt' must be a string and 'constraints' a non-empty list")
         return make_task(self.name, row["prompt"], row["constraints"], row.get("reference"),

@@ -9,9 +9,8 @@ The letter is read from the answer part only (``verifiers.choice``).
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
-from environments.base import Environment, Score, Task, generate_split, read_jsonl
+from environments.base import GeneratedEnvironment, Score, Task
 from verifiers.choice import extract_choice
 from verifiers.text import answer_part
 
@@ -67,28 +66,18 @@ def _answer_index(value, n: int) -> int:
     raise ValueError(f"'answer' must be one of {list(LETTERS[:n])} or a 0-based index, got {value!r}")
 
 
-class MultipleChoiceEnvironment(Environment):
+class MultipleChoiceEnvironment(GeneratedEnvironment):
     name = "mcq"
 
     def __init__(self, train_size: int = 5000, test_size: int = 300, seed: int = 1234,
                  test_fraction: float = 0.1, require_think: bool = True, data_files: dict[str, str] | None = None):
-        self.sizes = {"train": train_size, "test": test_size}
-        self.seed, self.test_fraction, self.require_think = seed, test_fraction, require_think
-        self.data_files = data_files or {}
+        super().__init__(train_size, test_size, seed, test_fraction, require_think, data_files)
 
-    def tasks(self, split: str) -> list[Task]:
-        if split in self.data_files:
-            path = self.data_files[split]
-            return read_jsonl(path, lambda row, lineno: self._task_from_row(row, f"{Path(path).stem}-{lineno}"))
-        if split not in self.sizes:
-            raise ValueError(f"mcq: unknown split {split!r} (train or test)")
-        def make(rng: random.Random) -> Task:
-            question, choices, index = rng.choice(GENERATORS)(rng)
-            return make_task(self.name, question, choices, index, None)
+    def generate(self, rng: random.Random) -> Task:
+        question, choices, index = rng.choice(GENERATORS)(rng)
+        return make_task(self.name, question, choices, index, None)
 
-        return generate_split(make, split, self.sizes[split], self.seed, self.test_fraction)
-
-    def _task_from_row(self, row: dict, default_id: str) -> Task:
+    def task_from_row(self, row: dict, default_id: str) -> Task:
         choices = row["choices"]
         if not isinstance(row["question"], str) or not isinstance(choices, list):
             raise ValueError("'question' must be a string and 'choices' a list")

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 
-from environments.base import Environment, Score, Task, generate_split, read_jsonl
+from environments.base import GeneratedEnvironment, Score, Task
 from verifiers.structured import check_schema, make_strict, validate_answer
 from verifiers.text import answer_part
 
@@ -78,25 +77,17 @@ def make_task(env: str, prompt: str, schema: dict, reference: str | None, task_i
                 answer=make_strict(schema), reference=reference, difficulty=len(schema.get("properties", {})))
 
 
-class StructuredOutputEnvironment(Environment):
+class StructuredOutputEnvironment(GeneratedEnvironment):
     name = "structured"
 
     def __init__(self, train_size: int = 5000, test_size: int = 300, seed: int = 1234,
                  test_fraction: float = 0.1, require_think: bool = True, data_files: dict[str, str] | None = None):
-        self.sizes = {"train": train_size, "test": test_size}
-        self.seed, self.test_fraction, self.require_think = seed, test_fraction, require_think
-        self.data_files = data_files or {}
+        super().__init__(train_size, test_size, seed, test_fraction, require_think, data_files)
 
-    def tasks(self, split: str) -> list[Task]:
-        if split in self.data_files:
-            path = self.data_files[split]
-            return read_jsonl(path, lambda row, lineno: self._task_from_row(row, f"{Path(path).stem}-{lineno}"))
-        if split not in self.sizes:
-            raise ValueError(f"structured: unknown split {split!r} (train or test)")
-        return generate_split(lambda rng: generate_task(rng, self.name), split, self.sizes[split], self.seed,
-                              self.test_fraction)
+    def generate(self, rng: random.Random) -> Task:
+        return generate_task(rng, self.name)
 
-    def _task_from_row(self, row: dict, default_id: str) -> Task:
+    def task_from_row(self, row: dict, default_id: str) -> Task:
         if not isinstance(row["prompt"], str):
             raise ValueError("'prompt' must be a string")
         return make_task(self.name, row["prompt"], row["schema"], row.get("reference"), str(row.get("id", default_id)))
