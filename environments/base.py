@@ -154,20 +154,33 @@ class Episode(ABC):
 class MultiTurnEnvironment(Environment):
     """An environment whose tasks are episodes of several model turns."""
 
-    max_turns: int = 8
-
     @abstractmethod
     def start(self, task: Task) -> Episode:
         """A fresh episode of ``task`` (its own state, e.g. a database copy)."""
 
-    def score(self, task: Task, completion: str) -> Score:
-        """A one-turn episode: what a single completion achieves on its own."""
+    def reference_turns(self, task: Task) -> list[str]:
+        """The model turns of a reference solution (``task.reference`` is the first)."""
+        return [task.reference] if task.reference else []
+
+    def play(self, task: Task, turns: list[str]) -> tuple[Score, list[dict[str, str]]]:
+        """Run an episode with fixed model turns; the score and the conversation
+        after the prompt (assistant turns and the environment's replies)."""
         episode = self.start(task)
+        transcript: list[dict[str, str]] = []
         try:
-            episode.step(completion)
-            return episode.score()
+            for turn in turns:
+                transcript.append({"role": "assistant", "content": turn})
+                reply = episode.step(turn)
+                if reply is None:
+                    break
+                transcript.extend(reply)
+            return episode.score(), transcript
         finally:
             episode.close()
+
+    def score(self, task: Task, completion: str) -> Score:
+        """A one-turn episode: what a single completion achieves on its own."""
+        return self.play(task, [completion])[0]
 
 
 # ------------------------------------------------------------- task data

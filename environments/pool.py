@@ -13,7 +13,9 @@ from __future__ import annotations
 import math
 import time
 
-from environments.base import Environment, Score, Task
+import itertools
+
+from environments.base import Environment, Episode, MultiTurnEnvironment, Score, Task
 from environments.registry import make_environment
 from verifiers.isolation import IsolatedRunner
 
@@ -28,8 +30,27 @@ def _host_init(name: str, options: dict) -> None:
     _HOSTED[name] = make_environment(name, options)
 
 
+_EPISODES: dict[str, Episode] = {}
+
+
 def _host_score(name: str, task: Task, completion: str) -> Score:
     return _HOSTED[name].score(task, completion)
+
+
+def _host_start(name: str, key: str, task: Task) -> None:
+    _EPISODES[key] = _HOSTED[name].start(task)
+
+
+def _host_step(key: str, completion: str) -> list[dict] | None:
+    return _EPISODES[key].step(completion)
+
+
+def _host_finish(key: str) -> tuple[Score, dict[str, float]]:
+    episode = _EPISODES.pop(key)
+    try:
+        return episode.score(), episode.metrics()
+    finally:
+        episode.close()
 
 
 # ------------------------------------------------------- in the caller
@@ -45,6 +66,29 @@ def checked_score(score: object) -> Score:
     return Score(0.0, reason=f"environment returned an invalid score: {score!r}"[:300])
 
 
+def _checked_reply(reply: object) -> list[dict] | None:
+    """A list of {role, content} messages, None, or else an error reply."""
+    if reply is None:
+        return None
+    if isinstance(reply, list) and all(isinstance(m, dict) and isinstance(m.get("role"), str)
+                                       and isinstance(m.get("content"), str) for m in reply):
+        return reply
+    return [{"role": "tool", "content": f"environment error: invalid reply {reply!r}"[:300]}]
+
+
+def _checked_metrics(metrics: object) -> dict[str, float]:
+    if not isinstance(metrics, dict):
+        return {}
+    out = {}
+    for k, v in metrics.items():
+        try:
+            if isinstance(k, str) and math.isfinite(float(v)):
+                out[k] = float(v)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
 class EnvironmentPool:
     """``pool.score(tasks, completion_token_ids)`` -> (scores, seconds).
 
@@ -53,19 +97,32 @@ class EnvironmentPool:
     (debugging; no time limit).
     """
 
-    def __init__(self, specs: dict[str, dict], tokenizer_path: str, timeouts: dict[str, float] | None = None,
-                 isolate: bool = True, memory_limit_mb: int = 4096):
+    def __init__(self, specs: dict[str, dict], tokenizer_path: str | None, timeouts: dict[str, float] | None = None,
+                 isolate: bool = True, memory_limit_mb: int = 4096, tokenizer=None,
+                 environments: dict[str, Environment] | None = None):
+        """``environments``: already built environments, used in this process
+        as they are (tests, debugging)."""
         from transformers import AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+        self.tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(tokenizer_path)
         self.timeouts = {name: (timeouts or {}).get(name, DEFAULT_TIMEOUT_S) for name in specs}
         # Built here first so that a bad option fails now, with its name, not in a host.
         self.local: dict[str, Environment] = {name: make_environment(name, opts) for name, opts in specs.items()}
+        self.multi_turn = {name: isinstance(env, MultiTurnEnvironment) for name, env in self.local.items()}
         self.hosts: dict[str, IsolatedRunner] = {}
         if isolate:
             for name, opts in specs.items():
                 self.local.pop(name).close()
                 self.hosts[name] = IsolatedRunner(memory_limit_mb, initializer=(_host_init, (name, opts)))
+        for name, env in (environments or {}).items():
+            self.local[name] = env
+            self.multi_turn[name] = isinstance(env, MultiTurnEnvironment)
+        self._keys = itertools.count()
+        self._episodes: dict[str, tuple[str, Episode | None]] = {}  # key -> (environment, local episode)
+        self._lost: dict[str, str] = {}  # key -> why the episode is gone (its host crashed or timed out)
+
+    def multi_turn_environments(self) -> dict[str, bool]:
+        return dict(self.multi_turn)
 
     def decode(self, token_ids: list[int]) -> str:
         return self.tokenizer.decode(token_ids, skip_special_tokens=True)
@@ -90,6 +147,86 @@ class EnvironmentPool:
         start = time.perf_counter()
         scores = [self.score_text(task, self.decode(ids)) for task, ids in zip(tasks, completions)]
         return scores, time.perf_counter() - start
+
+    # ------------------------------------------------------ multi-turn episodes
+
+    def _episode_call(self, key: str, fn, *args):
+        """Run ``fn`` for the episode ``key`` where its environment lives; (ok, value)."""
+        env, local = self._episodes[key]
+        if env in self.hosts:
+            runner = self.hosts[env]
+            before = runner.restarts
+            outcome = runner.call(fn, *args, timeout=self.timeouts[env])
+            if not outcome.ok:
+                self._lost[key] = f"environment {outcome.error}"[:300]
+                if runner.restarts != before:  # the host was replaced: its open episodes are gone
+                    for other, (e, _) in self._episodes.items():
+                        if e == env and other not in self._lost:
+                            self._lost[other] = f"environment {outcome.error} (in another episode)"[:300]
+                return False, None
+            return True, outcome.value
+        try:
+            return True, fn(*args)
+        except Exception as exc:  # noqa: BLE001 - recorded as the episode's reason
+            self._lost[key] = f"environment error: {type(exc).__name__}: {exc}"[:300]
+            return False, None
+
+    def start(self, tasks: list[Task]) -> list[str]:
+        """Open an episode per task; their keys."""
+        keys = []
+        for task in tasks:
+            key = f"ep{next(self._keys)}"
+            keys.append(key)
+            local = self.local.get(task.env)
+            if task.env not in self.hosts and local is None:
+                self._episodes[key] = (task.env, None)
+                self._lost[key] = f"no environment '{task.env}' in this run"
+                continue
+            if not self.multi_turn.get(task.env, False):
+                self._episodes[key] = (task.env, None)
+                self._lost[key] = f"environment '{task.env}' is single-turn"
+                continue
+            if task.env in self.hosts:
+                self._episodes[key] = (task.env, None)
+                self._episode_call(key, _host_start, task.env, key, task)
+            else:
+                self._episodes[key] = (task.env, None)
+                ok, episode = self._episode_call(key, local.start, task)
+                self._episodes[key] = (task.env, episode if ok else None)
+        return keys
+
+    def step(self, keys: list[str], completions: list[str]) -> list[list[dict] | None]:
+        """Each episode's reply to the model's turn; None when it is over."""
+        replies = []
+        for key, text in zip(keys, completions):
+            if key in self._lost:
+                replies.append(None)
+                continue
+            env, local = self._episodes[key]
+            ok, reply = self._episode_call(key, _host_step if local is None else local.step,
+                                           *((key, text) if local is None else (text,)))
+            replies.append(_checked_reply(reply) if ok else None)
+        return replies
+
+    def finish(self, keys: list[str]) -> list[tuple[Score, dict[str, float]]]:
+        """Score and close the episodes."""
+        out = []
+        for key in keys:
+            env, local = self._episodes[key]
+            if key not in self._lost:
+                if local is None:
+                    ok, value = self._episode_call(key, _host_finish, key)
+                else:
+                    ok, value = self._episode_call(key, lambda e: (e.score(), e.metrics()), local)
+                    local.close()
+                if ok:
+                    score, metrics = value
+                    out.append((checked_score(score), _checked_metrics(metrics)))
+                    del self._episodes[key]
+                    continue
+            out.append((Score(0.0, reason=self._lost.pop(key)), {}))
+            del self._episodes[key]
+        return out
 
     def close(self) -> None:
         for env in self.local.values():

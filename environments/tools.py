@@ -157,7 +157,10 @@ def check(name: str, options: dict | None = None, splits: tuple[str, ...] = ("tr
                     no_ref += 1
                     continue
                 t = time.perf_counter()
-                good = env.score(task, task.reference)
+                if isinstance(env, MultiTurnEnvironment):
+                    good = env.play(task, env.reference_turns(task))[0]
+                else:
+                    good = env.score(task, task.reference)
                 times.append(time.perf_counter() - t)
                 if good.reward != 1.0:
                     failures.append({"task": task.id, "case": "reference", "reward": good.reward,

@@ -86,6 +86,15 @@ class RolloutConfig(_Section):
     num_workers: int = Field(1, ge=1)
     """Rollout actors; prompts are split evenly between them."""
     max_new_tokens: int = Field(48, ge=1)
+    """Tokens per model turn (reasoning and answer)."""
+    thinking: bool = True
+    """Reasoning on; off: every assistant turn opens with ``<think></think>``."""
+    reasoning_budget: int | None = Field(None, ge=1)
+    """Reasoning tokens per turn; at the budget ``</think>`` is appended and the turn goes on for the answer."""
+    max_turns: int = Field(8, ge=1)
+    """Multi-turn environments: model turns per episode."""
+    max_episode_tokens: int = Field(512, ge=1)
+    """Multi-turn environments: tokens after the prompt (model turns and tool responses) per episode."""
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
     kv_cache_gib: float = Field(1.0, gt=0)

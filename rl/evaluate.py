@@ -8,15 +8,29 @@ from environments.pool import EnvironmentPool
 from environments.registry import load_tasks
 from rl.grpo import pass_at_k
 from rl.models import check_model_dir
+from rl.episodes import EpisodeLimits, ReasoningControl, TurnGenerator, run_episodes
 from rl.rollout import RolloutWorker, SamplingSettings, prompt_token_ids
+
+
+MAX_EPISODE_TOKENS = 2048
+"""Context of a multi-turn episode (prompt included)."""
 
 
 def sample_rewards(worker: RolloutWorker, pool: EnvironmentPool, tokenizer, tasks: list, n: int,
                    max_new_tokens: int, temperature: float) -> list[list[float]]:
     """The rewards of ``n`` sampled completions of each task."""
     prompts = [prompt_token_ids(tokenizer, t.messages) for t in tasks]
-    groups = worker.generate(prompts, SamplingSettings(n=n, max_new_tokens=max_new_tokens, temperature=temperature))
-    scores, _ = pool.score([t for t, g in zip(tasks, groups) for _ in g], [c.token_ids for g in groups for c in g])
+    settings = SamplingSettings(n=n, max_new_tokens=max_new_tokens, temperature=temperature)
+    if tasks and pool.multi_turn.get(tasks[0].env, False):
+        turn = TurnGenerator(worker.generate, settings, tokenizer.eos_token_id,
+                             tokenizer.convert_tokens_to_ids("</think>"), ReasoningControl())
+        limits = EpisodeLimits(max_new_tokens=max_new_tokens,
+                               max_tokens=max(1, MAX_EPISODE_TOKENS - max(len(p) for p in prompts)))
+        _, keys = run_episodes(tasks, prompts, n, turn, pool, tokenizer, limits)
+        scores = [s for s, _ in pool.finish([k for ks in keys for k in ks])]
+    else:
+        groups = worker.generate(prompts, settings)
+        scores, _ = pool.score([t for t, g in zip(tasks, groups) for _ in g], [c.token_ids for g in groups for c in g])
     return [[s.reward for s in scores[i * n:(i + 1) * n]] for i in range(len(tasks))]
 
 

@@ -27,21 +27,35 @@ SPECIAL_TOKENS = ["<pad>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 MARKER_TOKENS = [
     "<think>", "</think>", "\\boxed{",
     "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>",
+    "<function=", "</function>", "<parameter=", "</parameter>",
 ]
 CHARS = [chr(i) for i in range(32, 127)] + ["\n", "\t"]
 
-# ChatML with Qwen3's reasoning rule: an assistant turn's reasoning is kept
-# only in the last turn (RECIPE.md section 2). ``enable_thinking=False``
-# opens the assistant turn with an empty think block.
+# ChatML (compact: no newlines between turns) with Qwen3's reasoning rule
+# (RECIPE.md section 2): the reasoning of assistant turns before the last
+# user message is dropped; that of the current turn's tool steps is kept.
+# Tool results are user turns of <tool_response> blocks, consecutive ones
+# merged. ``enable_thinking=False`` opens the assistant turn with an empty
+# think block.
 CHAT_TEMPLATE = (
+    "{%- set ns = namespace(last_user=-1) -%}"
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'user' -%}{%- set ns.last_user = loop.index0 -%}{%- endif -%}"
+    "{%- endfor -%}"
     "{%- for message in messages -%}"
     "{%- set content = message['content'] -%}"
-    "{%- if message['role'] == 'assistant' and not loop.last and '</think>' in content -%}"
+    "{%- if message['role'] == 'assistant' and loop.index0 < ns.last_user and '</think>' in content -%}"
     "{%- set content = content.split('</think>')[-1] -%}"
     "{%- endif -%}"
+    "{%- if message['role'] == 'tool' -%}"
+    "{%- if loop.first or loop.previtem['role'] != 'tool' -%}<|im_start|>user{%- endif -%}"
+    "<tool_response>{{ content }}</tool_response>"
+    "{%- if loop.last or loop.nextitem['role'] != 'tool' -%}<|im_end|>{%- endif -%}"
+    "{%- else -%}"
     "<|im_start|>{{ message['role'] }}\n{{ content }}<|im_end|>\n"
+    "{%- endif -%}"
     "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}<|im_start|>assistant\n"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}"
     "{%- if enable_thinking is defined and not enable_thinking -%}<think></think>{%- endif -%}"
     "{%- endif -%}"
 )
@@ -63,7 +77,7 @@ def build_tokenizer():
         eos_token="<|im_end|>",
         bos_token=None,
         unk_token=None,
-        model_max_length=1024,
+        model_max_length=2048,
     )
     tok.chat_template = CHAT_TEMPLATE
     return tok
@@ -79,7 +93,7 @@ def build_model_config(init: ModelInitConfig, tokenizer):
         num_key_value_heads=init.num_kv_heads,
         head_dim=init.head_dim,
         intermediate_size=init.intermediate_size,
-        max_position_embeddings=1024,
+        max_position_embeddings=2048,
         tie_word_embeddings=False,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -166,5 +180,6 @@ def cache_dir() -> Path:
 
 
 def builtin_model_key(init: ModelInitConfig, sft_fingerprint: dict) -> str:
-    blob = json.dumps({"init": init.model_dump(), "sft": sft_fingerprint}, sort_keys=True)
+    tokenizer = {"special": SPECIAL_TOKENS, "markers": MARKER_TOKENS, "template": CHAT_TEMPLATE}
+    blob = json.dumps({"init": init.model_dump(), "sft": sft_fingerprint, "tokenizer": tokenizer}, sort_keys=True)
     return f"tiny-{init.arch}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"

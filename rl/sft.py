@@ -17,16 +17,32 @@ log = logging.getLogger(__name__)
 
 
 def reference_examples(cfg: Config, tokenizer, num_examples: int, seed: int) -> list[dict]:
-    """Prompt/completion pairs from the train split of every environment with references."""
-    from environments.registry import load_tasks
+    """Prompt/completion pairs from the train split of every environment with
+    references; a multi-turn reference gives one pair per model turn, its
+    prompt the conversation so far (tool responses from playing the episode)."""
+    from environments.base import MultiTurnEnvironment
+    from environments.registry import make_environment
+
+    def prompt(messages: list[dict]) -> str:
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     rows = []
     for name, env_cfg in cfg.environments.items():
-        for t in load_tasks(name, env_cfg.options, "train"):
-            if not t.reference:
-                continue
-            prompt = tokenizer.apply_chat_template(t.messages, add_generation_prompt=True, tokenize=False)
-            rows.append({"prompt": prompt, "completion": t.reference})
+        env = make_environment(name, env_cfg.options)
+        try:
+            for t in env.tasks("train"):
+                if not t.reference:
+                    continue
+                if not isinstance(env, MultiTurnEnvironment):
+                    rows.append({"prompt": prompt(t.messages), "completion": t.reference})
+                    continue
+                history = list(t.messages)
+                for message in env.play(t, env.reference_turns(t))[1]:
+                    if message["role"] == "assistant":
+                        rows.append({"prompt": prompt(history), "completion": message["content"]})
+                    history.append(message)
+        finally:
+            env.close()
     if not rows:
         raise ValueError("model.sft: no environment of this config provides reference solutions")
     rng = random.Random(seed)

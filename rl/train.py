@@ -34,13 +34,15 @@ from rl.cluster import Cluster, gather
 from rl.config import Config, load_config, save_config
 from rl.models import check_model_dir
 from rl.policy import PolicyWorker
+from rl.episodes import EpisodeLimits, ReasoningControl, Trajectory, TurnGenerator, run_episodes
 from rl.rollout import Completion, RolloutWorker, SamplingSettings, prompt_token_ids
 from rl.sft import resolve_model
 from rl.tracking import MetricsLog
 
 log = logging.getLogger(__name__)
 
-MAX_MODEL_LEN = 1024
+MAX_MODEL_LEN = 2048
+"""Context of the rollout engines: prompt and completion (all turns of an episode)."""
 
 
 @dataclass
@@ -51,6 +53,8 @@ class Group:
     prompt: list[int]
     completions: list[Completion]
     scores: list[Score]
+    episode_metrics: list[dict[str, float]] | None = None
+    """Multi-turn: each episode's counters (turns, tool calls, tool errors ...)."""
 
     @property
     def rewards(self) -> list[float]:
@@ -69,6 +73,7 @@ class Trainer:
 
         self.model_path = str(resolve_model(cfg))
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        self.max_model_len = _context_length(self.model_path)
         env_specs = {name: e.options for name, e in cfg.environments.items()}
         pools = {name: load_tasks(name, opts, "train") for name, opts in env_specs.items()}
 
@@ -91,13 +96,19 @@ class Trainer:
             self.cluster.spawn(RolloutWorker, ro.backend, policy_path, dtype=cfg.model.dtype,
                                seed=cfg.run.seed + i + 1000 * self.start_step, kv_cache_gib=ro.kv_cache_gib,
                                gpu_memory_utilization=ro.gpu_memory_utilization, enforce_eager=ro.enforce_eager,
-                               max_model_len=MAX_MODEL_LEN)
+                               max_model_len=self.max_model_len)
             for i in range(ro.num_workers)
         ]
         self.policy = self.cluster.spawn(PolicyWorker, policy_path, cfg.grpo, dtype=cfg.model.dtype,
                                          seed=cfg.run.seed, trainer_state=trainer_state)
         self.envs = self.cluster.spawn(EnvironmentPool, env_specs, self.model_path,
                                        timeouts={n: e.timeout_s for n, e in cfg.environments.items()})
+        self.multi_turn: dict[str, bool] = self.envs.multi_turn_environments()
+        settings = SamplingSettings(n=1, max_new_tokens=ro.max_new_tokens, temperature=ro.temperature,
+                                    top_p=ro.top_p)
+        self.turn = TurnGenerator(self.generate, settings, self.tokenizer.eos_token_id,
+                                  self.tokenizer.convert_tokens_to_ids("</think>"),
+                                  ReasoningControl(ro.thinking, ro.reasoning_budget))
         self.sampler = self.make_sampler(pools)
         self.plateau = Plateau(cfg.curriculum.reprofile.window, cfg.curriculum.reprofile.patience,
                                cfg.curriculum.reprofile.delta)
@@ -148,23 +159,52 @@ class Trainer:
 
     # ------------------------------------------------------------ steps 2-3
 
-    def rollout_and_score(self, tasks: list[Task], n: int | None = None) -> tuple[list[Group], dict[str, float]]:
-        cfg = self.cfg
-        g = n or cfg.grpo.group_size
-        prompts = [prompt_token_ids(self.tokenizer, t.messages) for t in tasks]
-        settings = SamplingSettings(n=g, max_new_tokens=cfg.rollout.max_new_tokens,
-                                    temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p)
-        t0 = time.perf_counter()
-        shards = _split(list(range(len(tasks))), len(self.rollout))
-        futures = [w.submit("generate", [prompts[i] for i in shard], settings)
+    def generate(self, prompts: list[list[int]], settings: SamplingSettings,
+                 max_tokens: list[int]) -> list[list[Completion]]:
+        """One engine call, the prompts split evenly between the rollout workers."""
+        shards = [s for s in _split(list(range(len(prompts))), len(self.rollout)) if s]
+        futures = [w.submit("generate", [prompts[i] for i in shard], settings, [max_tokens[i] for i in shard])
                    for w, shard in zip(self.rollout, shards)]
-        outputs = [group for result in gather(futures) for group in result]
-        t1 = time.perf_counter()
-        flat_tasks = [t for t, out in zip(tasks, outputs) for _ in out]
-        flat_ids = [c.token_ids for out in outputs for c in out]
-        scores, env_s = self.envs.score(flat_tasks, flat_ids)
-        groups = [Group(t, p, out, scores[i * g:(i + 1) * g]) for i, (t, p, out) in enumerate(zip(tasks, prompts, outputs))]
-        return groups, {"generation_s": t1 - t0, "env_s": env_s}
+        return [group for result in gather(futures) for group in result]
+
+    def rollout_and_score(self, tasks: list[Task], n: int | None = None) -> tuple[list[Group], dict[str, float]]:
+        """Steps 2-3: G completions (single-turn) or episodes (multi-turn) per task, scored."""
+        ro = self.cfg.rollout
+        g = n or self.cfg.grpo.group_size
+        prompts = [prompt_token_ids(self.tokenizer, t.messages, ro.thinking) for t in tasks]
+        single = [i for i, t in enumerate(tasks) if not self.multi_turn.get(t.env, False)]
+        multi = [i for i, t in enumerate(tasks) if self.multi_turn.get(t.env, False)]
+        trajs: dict[int, list[Trajectory]] = {}
+        scored: dict[int, tuple[list[Score], list[dict] | None]] = {}
+        t0 = time.perf_counter()
+        if single:
+            forks = self.turn([Trajectory(prompts[i]) for i in single], g, [ro.max_new_tokens] * len(single))
+            trajs.update(zip(single, forks))
+        env_s = 0.0
+        if multi:
+            client = _EpisodeClient(self.envs)
+            limits = EpisodeLimits(ro.max_turns, min(ro.max_episode_tokens, self.max_model_len - max(
+                len(prompts[i]) for i in multi)), ro.max_new_tokens)
+            groups, keys = run_episodes([tasks[i] for i in multi], [prompts[i] for i in multi], g, self.turn,
+                                        client, self.tokenizer, limits, ro.thinking)
+            env_s += client.seconds
+            t = time.perf_counter()
+            finished = self.envs.finish([k for ks in keys for k in ks])
+            env_s += time.perf_counter() - t
+            for j, (i, group) in enumerate(zip(multi, groups)):
+                trajs[i] = group
+                done = finished[j * g:(j + 1) * g]
+                scored[i] = ([s for s, _ in done], [m for _, m in done])
+        generation_s = time.perf_counter() - t0 - env_s  # engine time (the episodes' env steps taken out)
+        if single:
+            flat_tasks = [tasks[i] for i in single for _ in range(g)]
+            scores, s = self.envs.score(flat_tasks, [t.tokens for i in single for t in trajs[i]])
+            env_s += s
+            for j, i in enumerate(single):
+                scored[i] = (scores[j * g:(j + 1) * g], None)
+        groups_out = [Group(t, prompts[i], [tr.completion() for tr in trajs[i]], *scored[i])
+                      for i, t in enumerate(tasks)]
+        return groups_out, {"generation_s": generation_s, "env_s": env_s}
 
     def dynamic_sampling(self, groups: list[Group], timing: dict) -> tuple[list[Group], int]:
         """Replace zero-variance groups by groups of fresh prompts, at most ``max_rounds`` extra rounds."""
@@ -204,7 +244,8 @@ class Trainer:
         batch = collate([gr.prompt for gr in groups for _ in gr.completions],
                         [c.token_ids for c in completions], [c.logprobs for c in completions],
                         [c.truncated for c in completions], advantages.flatten().tolist(),
-                        pad_id=self.tokenizer.pad_token_id)
+                        pad_id=self.tokenizer.pad_token_id,
+                        model_token_masks=[c.mask or [1] * len(c.token_ids) for c in completions])
         t0 = time.perf_counter()
         lp_old = self.policy.logprobs(batch)                                            # 5
         t1 = time.perf_counter()
@@ -278,6 +319,16 @@ def step_metrics(groups: list[Group], advantages: torch.Tensor, train: dict, tim
         "train/truncated_frac": float(truncated.mean()),
         "train/dynamic_sampling_rounds": float(ds_rounds),
     }
+    completions = [c for gr in groups for c in gr.completions]
+    if any(c.mask is not None for c in completions):
+        m["train/model_tokens_mean"] = sum(sum(c.mask) if c.mask else len(c.token_ids)
+                                           for c in completions) / len(completions)
+        m["train/turns_mean"] = sum(c.turns for c in completions) / len(completions)
+        m["train/think_forced_frac"] = sum(c.forced_think_end > 0 for c in completions) / len(completions)
+    for env in sorted({gr.task.env for gr in groups if gr.episode_metrics}):
+        episodes = [em for gr in groups if gr.task.env == env for em in gr.episode_metrics or []]
+        for key in sorted({k for em in episodes for k in em}):
+            m[f"episode/{env}/{key}"] = sum(em.get(key, 0.0) for em in episodes) / len(episodes)
     for env in sorted({gr.task.env for gr in groups}):
         r = torch.tensor([gr.rewards for gr in groups if gr.task.env == env])
         m[f"train/reward_mean/{env}"] = float(r.mean())
@@ -296,6 +347,25 @@ def step_metrics(groups: list[Group], advantages: torch.Tensor, train: dict, tim
     return m
 
 
+class _EpisodeClient:
+    """The environment actor as the episode loop sees it, timing its steps."""
+
+    def __init__(self, envs):
+        self.envs, self.seconds = envs, 0.0
+
+    def start(self, tasks: list[Task]) -> list[str]:
+        t = time.perf_counter()
+        keys = self.envs.start(tasks)
+        self.seconds += time.perf_counter() - t
+        return keys
+
+    def step(self, keys: list[str], texts: list[str]) -> list[list[dict] | None]:
+        t = time.perf_counter()
+        replies = self.envs.step(keys, texts)
+        self.seconds += time.perf_counter() - t
+        return replies
+
+
 def _split(items: list, n: int) -> list[list]:
     k, r = divmod(len(items), n)
     out, start = [], 0
@@ -304,6 +374,14 @@ def _split(items: list, n: int) -> list[list]:
         out.append(items[start:stop])
         start = stop
     return out
+
+
+def _context_length(model_path: str) -> int:
+    """MAX_MODEL_LEN, or less where the model's positions end sooner."""
+    from transformers import AutoConfig
+
+    positions = getattr(AutoConfig.from_pretrained(model_path).get_text_config(), "max_position_embeddings", None)
+    return min(MAX_MODEL_LEN, positions or MAX_MODEL_LEN)
 
 
 def _tuple_state(state):

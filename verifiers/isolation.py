@@ -75,6 +75,8 @@ class IsolatedRunner:
         self._initializer = initializer
         self._proc = None
         self._conn = None
+        self.restarts = 0
+        """Children killed so far (after a timeout or crash): state kept in a child is gone."""
 
     def _start(self) -> None:
         parent, child = self._ctx.Pipe()
@@ -86,6 +88,7 @@ class IsolatedRunner:
 
     def _kill(self) -> None:
         if self._proc is not None:
+            self.restarts += 1
             self._proc.kill()
             self._proc.join(timeout=5)
         if self._conn is not None:

@@ -8,6 +8,7 @@ import os
 import time
 
 from environments import Environment, Score, Task
+from environments.base import Episode, MultiTurnEnvironment
 
 
 class Hostile(Environment):
@@ -34,3 +35,33 @@ class Hostile(Environment):
         if action == "nan":
             return Score(float("nan"))
         return Score(float(action == task.answer), reason=None if action == task.answer else "wrong")
+
+
+class _Episode(Episode):
+    def __init__(self):
+        self.turns = 0
+
+    def step(self, completion):
+        self.turns += 1
+        if completion == "crash":
+            os._exit(3)
+        return [{"role": "tool", "content": "ok"}] if self.turns < 2 else None
+
+    def score(self):
+        return Score(1.0)
+
+    def metrics(self):
+        return {"turns": self.turns, "bogus": "not a number"}
+
+
+class CrashingEpisodes(MultiTurnEnvironment):
+    """Multi-turn: a turn that says ``crash`` kills the environment's host."""
+
+    name = "crashing-episodes"
+
+    def tasks(self, split):
+        return [Task(id=f"crash/{i}", env=self.name, messages=[{"role": "user", "content": "go"}],
+                     answer=None, reference="fine") for i in range(4)]
+
+    def start(self, task):
+        return _Episode()

@@ -1,0 +1,3 @@
+from environments.workplace.env import WorkplaceEnvironment
+
+__all__ = ["WorkplaceEnvironment"]
