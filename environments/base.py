@@ -71,6 +71,8 @@ class Environment(ABC):
     """Single-turn environment: ``tasks(split)`` and ``score(task, completion)``."""
 
     name: ClassVar[str]
+    max_reward: ClassVar[float] = 1.0
+    """The reward of a perfect sample (``rl env check`` expects it of every reference)."""
 
     def __init__(self, **options: Any):
         if options:

@@ -162,14 +162,14 @@ def check(name: str, options: dict | None = None, splits: tuple[str, ...] = ("tr
                 else:
                     good = env.score(task, task.reference)
                 times.append(time.perf_counter() - t)
-                if good.reward != 1.0:
+                if good.reward != env.max_reward:
                     failures.append({"task": task.id, "case": "reference", "reward": good.reward,
                                      "reason": good.reason})
                 wrong = env.wrong_completion(task, rng.sample(tasks, min(len(tasks), 8)))
                 t = time.perf_counter()
                 bad = env.score(task, wrong)
                 times.append(time.perf_counter() - t)
-                if bad.reward != 0.0:
+                if bad.reward != 0.0 if env.max_reward == 1.0 else bad.reward >= env.max_reward:
                     failures.append({"task": task.id, "case": "wrong answer", "reward": bad.reward,
                                      "completion": wrong[:200]})
             ids = [t.id for t in tasks]

@@ -176,6 +176,10 @@ class EnvironmentConfig(_Section):
     timeout_s: float = Field(10.0, gt=0)
     """Wall-clock limit of one verification; past it the sample gets reward 0 ("verifier timeout").
     Every other key of the section is an option of the environment itself."""
+    reward: Literal["verifier", "genrm"] = "verifier"
+    """verifier: the environment scores each sample. genrm: the judge (``rlhf``) compares the
+    group's answers (circular comparison, length control); the verifier's score is still
+    logged as ``train/verifier_reward_mean/<env>``."""
 
     @property
     def options(self) -> dict:
@@ -220,6 +224,34 @@ class CurriculumConfig(_Section):
     reprofile: ReprofileConfig = ReprofileConfig()
 
 
+class JudgeConfig(_Section):
+    model_path: str | None = None
+    """The generative reward model (a Hugging Face causal-LM folder); needed when an
+    environment has ``reward: genrm``."""
+    backend: Literal["vllm", "transformers"] = "vllm"
+    max_new_tokens: int = Field(64, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    retries: int = Field(2, ge=0)
+    """Extra judge calls for a comparison whose answer does not parse; then it is dropped."""
+    kv_cache_gib: float = Field(1.0, gt=0)
+    gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
+
+
+class LengthControlConfig(_Section):
+    enabled: bool = True
+    lam_think: float = Field(0.5, ge=0)
+    lam_answer: float = Field(0.5, ge=0)
+    bonus: float = Field(0.5, ge=0)
+    """Conciseness bonus for the shortest non-empty reasoning / answer (0: none)."""
+    bonus_percentile: float = Field(0.8, ge=0, le=1)
+    """The bonus goes only to a response whose base reward reaches this percentile of its group."""
+
+
+class RLHFConfig(_Section):
+    judge: JudgeConfig = JudgeConfig()
+    length_control: LengthControlConfig = LengthControlConfig()
+
+
 class RayConfig(_Section):
     address: str | None = None
     """Join an existing cluster (e.g. ``ray://host:10001`` or ``auto``); None starts a local one."""
@@ -246,6 +278,7 @@ class Config(_Section):
         default_factory=lambda: {"math": EnvironmentConfig()}
     )
     curriculum: CurriculumConfig = CurriculumConfig()
+    rlhf: RLHFConfig = RLHFConfig()
     ray: RayConfig = RayConfig()
     wandb: WandbConfig = WandbConfig()
 
@@ -253,6 +286,9 @@ class Config(_Section):
     def _check(self) -> Config:
         if not self.environments:
             raise ValueError("environments: at least one environment is needed")
+        judged = [n for n, e in self.environments.items() if e.reward == "genrm"]
+        if judged and not self.rlhf.judge.model_path:
+            raise ValueError(f"rlhf.judge.model_path: required, environments {judged} have reward: genrm")
         return self
 
 

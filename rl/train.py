@@ -38,6 +38,9 @@ from rl.episodes import EpisodeLimits, ReasoningControl, Trajectory, TurnGenerat
 from rl.rollout import Completion, RolloutWorker, SamplingSettings, prompt_token_ids
 from rl.sft import resolve_model
 from rl.tracking import MetricsLog
+from reward_models.genrm import base_rewards, circular_pairs, length_control
+from reward_models.judge import Judge, judge_messages
+from verifiers.text import split_reasoning
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +107,15 @@ class Trainer:
         self.envs = self.cluster.spawn(EnvironmentPool, env_specs, self.model_path,
                                        timeouts={n: e.timeout_s for n, e in cfg.environments.items()})
         self.multi_turn: dict[str, bool] = self.envs.multi_turn_environments()
+        self.judged = {n for n, e in cfg.environments.items() if e.reward == "genrm"}
+        self.judge = None
+        if self.judged:
+            jc = cfg.rlhf.judge
+            self.judge = self.cluster.spawn(
+                Judge, jc.backend, str(check_model_dir(jc.model_path)), max_new_tokens=jc.max_new_tokens,
+                temperature=jc.temperature, retries=jc.retries, seed=cfg.run.seed + 7, dtype=cfg.model.dtype,
+                kv_cache_gib=jc.kv_cache_gib, gpu_memory_utilization=jc.gpu_memory_utilization,
+                enforce_eager=ro.enforce_eager, max_model_len=_context_length(jc.model_path))
         settings = SamplingSettings(n=1, max_new_tokens=ro.max_new_tokens, temperature=ro.temperature,
                                     top_p=ro.top_p)
         self.turn = TurnGenerator(self.generate, settings, self.tokenizer.eos_token_id,
@@ -204,7 +216,45 @@ class Trainer:
                 scored[i] = (scores[j * g:(j + 1) * g], None)
         groups_out = [Group(t, prompts[i], [tr.completion() for tr in trajs[i]], *scored[i])
                       for i, t in enumerate(tasks)]
-        return groups_out, {"generation_s": generation_s, "env_s": env_s}
+        timing = {"generation_s": generation_s, "env_s": env_s}
+        if self.judge is not None:
+            t = time.perf_counter()
+            self.last_judge_metrics = self.judge_groups([gr for gr in groups_out if gr.task.env in self.judged])
+            timing["judge_s"] = time.perf_counter() - t
+        return groups_out, timing
+
+    def judge_groups(self, groups: list[Group]) -> dict[str, float]:
+        """RLHF rewards (RECIPE.md sections 4-5): circular comparison of each group's
+        answers by the judge, base rewards, then group-relative length control.
+        The verifier's reward stays in the components as ``verifier``."""
+        if not groups:
+            return {}
+        lc = self.cfg.rlhf.length_control
+        parts = [[split_reasoning(self.tokenizer.decode(c.token_ids, skip_special_tokens=True))
+                  for c in gr.completions] for gr in groups]
+        prompts = [judge_messages(gr.task.messages, p[a][1].strip(), p[b][1].strip())
+                   for gr, p in zip(groups, parts) for a, b in circular_pairs(len(p))]
+        judgements, metrics = self.judge.judge(prompts)
+        unscored, bonuses, start = 0, 0, 0
+        for gr, p in zip(groups, parts):
+            n = len(p)
+            base, missing = base_rewards(n, judgements[start:start + n])
+            start += n
+            unscored += missing
+            think = [len(r or "") for r, _ in p]
+            answer = [len(a.strip()) for _, a in p]
+            if lc.enabled:
+                out = length_control(base, think, answer, lc.lam_think, lc.lam_answer, lc.bonus, lc.bonus_percentile)
+                rewards, adj = out.rewards, list(zip(out.think_adjustment, out.answer_adjustment, out.bonus))
+                bonuses += sum(b > 0 for b in out.bonus)
+            else:
+                rewards, adj = base, [(0.0, 0.0, 0.0)] * n
+            gr.scores = [Score(r, {"base": b, "think_adjustment": ta, "answer_adjustment": aa, "bonus": bo,
+                                   "verifier": s.reward, "think_chars": float(th), "answer_chars": float(an)})
+                         for r, b, (ta, aa, bo), s, th, an in zip(rewards, base, adj, gr.scores, think, answer)]
+        total = sum(len(p) for p in parts)
+        metrics.update({"rlhf/unscored_frac": unscored / total, "rlhf/bonus_frac": bonuses / total})
+        return metrics
 
     def dynamic_sampling(self, groups: list[Group], timing: dict) -> tuple[list[Group], int]:
         """Replace zero-variance groups by groups of fresh prompts, at most ``max_rounds`` extra rounds."""
@@ -255,6 +305,8 @@ class Trainer:
         t3 = time.perf_counter()
         timing.update(logprob_s=t1 - t0, train_s=t2 - t1, refit_s=t3 - t2, step_s=t3 - t_step)
         metrics = step_metrics(groups, advantages, train, timing, ds_rounds)
+        if self.judge is not None:
+            metrics.update(self.last_judge_metrics)
         # frac_zero_std counts the groups as sampled; after refilling, what was trained on
         metrics["train/frac_zero_std_after_refill"] = metrics["train/frac_zero_std"]
         metrics["train/frac_zero_std"] = zero_std_before
@@ -325,6 +377,11 @@ def step_metrics(groups: list[Group], advantages: torch.Tensor, train: dict, tim
                                            for c in completions) / len(completions)
         m["train/turns_mean"] = sum(c.turns for c in completions) / len(completions)
         m["train/think_forced_frac"] = sum(c.forced_think_end > 0 for c in completions) / len(completions)
+    for env in sorted({gr.task.env for gr in groups if "verifier" in gr.scores[0].components}):
+        scores = [s for gr in groups if gr.task.env == env for s in gr.scores]
+        m[f"train/verifier_reward_mean/{env}"] = sum(s.components["verifier"] for s in scores) / len(scores)
+        m[f"rlhf/think_chars_mean/{env}"] = sum(s.components["think_chars"] for s in scores) / len(scores)
+        m[f"rlhf/answer_chars_mean/{env}"] = sum(s.components["answer_chars"] for s in scores) / len(scores)
     for env in sorted({gr.task.env for gr in groups if gr.episode_metrics}):
         episodes = [em for gr in groups if gr.task.env == env for em in gr.episode_metrics or []]
         for key in sorted({k for em in episodes for k in em}):

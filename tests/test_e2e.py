@@ -127,3 +127,23 @@ def test_curriculum_run_profiles_then_logs_its_metrics(tiny_model, tmp_path):
             assert key in row, key
     assert [row["curriculum/target_mean"] for row in rows] == pytest.approx([0.6, 0.4, 0.2])
     assert rows[-1]["curriculum/reprofiles"] >= 1  # delta=1.0: every window is a plateau
+
+
+@pytest.mark.slow
+def test_multi_turn_workplace_run_through_ray_and_vllm(tiny_model, tmp_path):
+    """Episodes of several turns through the engine and the environment actor;
+    the engine's logprobs still match the trainer's on the generated tokens."""
+    run = tmp_path / "run"
+    r = run_rl("train", "configs/grpo_workplace_tiny.yaml", f"model.path={tiny_model}", f"run.dir={run}",
+               "run.steps=2", "grpo.prompts_per_step=4", "rollout.max_new_tokens=96", "rollout.reasoning_budget=8",
+               "environments.workplace.train_size=100", "environments.workplace.test_size=10", timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = read_metrics(run / "metrics.jsonl")
+    assert [row["step"] for row in rows] == [1, 2]
+    for row in rows:
+        assert row["train/mismatch_abs_mean"] < 0.02
+        assert row["train/turns_mean"] >= 1.0
+        for key in ("episode/workplace/turns", "episode/workplace/tool_calls", "episode/workplace/tool_errors",
+                    "train/reward_mean/workplace", "train/model_tokens_mean", "train/think_forced_frac"):
+            assert key in row, key
+        assert row["train/model_tokens_mean"] <= row["train/response_len_mean"]

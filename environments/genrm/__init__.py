@@ -1,0 +1,3 @@
+from environments.genrm.env import GenRMJudgeEnvironment
+
+__all__ = ["GenRMJudgeEnvironment"]

@@ -1,0 +1,93 @@
+"""Training the judge itself (RECIPE.md section 4): a task is a conversation
+with two answers and their ground-truth judgement; the judge's completion
+earns ``R = -C1*[format invalid] - |P_h1 - G_h1| - |P_h2 - G_h2| - C2*|P_r - G_r|``
+(0 is perfect). Every labelled pair is also used with the answers swapped.
+
+Pairs come from JSON-lines files (``data_files``: rows with
+``conversation`` (messages) or ``prompt`` (text), ``response_1``,
+``response_2``, ``score_1``, ``score_2``, ``ranking``), or from the built-in
+synthetic preference task (``reward_models.synthetic``: math questions,
+correct answers preferred, shorter preferred among correct).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from environments.base import Environment, Score, Task, read_jsonl
+from environments.math.env import MathEnvironment
+from reward_models.genrm import Judgement, judge_reward, swapped
+from reward_models.judge import judge_messages
+from reward_models.synthetic import labelled_pairs
+
+
+class GenRMJudgeEnvironment(Environment):
+    name = "genrm"
+    max_reward = 0.0
+
+    def __init__(self, data_files: dict[str, str] | None = None, math_levels: list[int] = (1,),
+                 train_size: int = 4000, test_size: int = 200, seed: int = 0, c1: float = 10.0, c2: float = 1.0,
+                 swap: bool = True, require_think: bool = False):
+        self.data_files = data_files or {}
+        self.math = MathEnvironment(levels=list(math_levels), train_size=train_size, test_size=test_size, seed=seed)
+        self.seed, self.c1, self.c2, self.swap, self.require_think = seed, c1, c2, swap, require_think
+
+    def tasks(self, split: str) -> list[Task]:
+        if split in self.data_files:
+            path = self.data_files[split]
+            tasks = read_jsonl(path, lambda row, lineno: self.task_from_row(row, f"{Path(path).stem}-{lineno}"))
+        else:
+            rows = labelled_pairs(self.math.tasks(split), random.Random(f"{self.seed}-{split}"))
+            tasks = [self.task_from_row(row, row["id"]) for row in rows]
+        if self.swap:
+            tasks += [self.swapped(t) for t in tasks]
+        return tasks
+
+    def task_from_row(self, row: dict, default_id: str) -> Task:
+        if "conversation" in row:
+            conversation = row["conversation"]
+            if not (isinstance(conversation, list) and all(
+                    isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                    for m in conversation)):
+                raise ValueError("'conversation' must be a list of {role, content} messages")
+        else:
+            conversation = [{"role": "user", "content": str(row["prompt"])}]
+        truth = Judgement(row["score_1"], row["score_2"], row["ranking"])
+        for key, value, hi in (("score_1", truth.score_1, 5), ("score_2", truth.score_2, 5), ("ranking", truth.ranking, 6)):
+            if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= hi):
+                raise ValueError(f"'{key}' must be an integer in 1..{hi}, got {value!r}")
+        r1, r2 = str(row["response_1"]), str(row["response_2"])
+        return Task(id=str(row.get("id", default_id)), env=self.name,
+                    messages=judge_messages(conversation, r1, r2),
+                    answer={"score_1": truth.score_1, "score_2": truth.score_2, "ranking": truth.ranking},
+                    reference=_as_json(truth),
+                    meta={"conversation": conversation, "responses": [r1, r2]})
+
+    def swapped(self, task: Task) -> Task:
+        truth = swapped(Judgement(**task.answer))
+        r1, r2 = task.meta["responses"]
+        return Task(id=f"{task.id}-swapped", env=task.env,
+                    messages=judge_messages(task.meta["conversation"], r2, r1),
+                    answer={"score_1": truth.score_1, "score_2": truth.score_2, "ranking": truth.ranking},
+                    reference=_as_json(truth), meta={"conversation": task.meta["conversation"],
+                                                     "responses": [r2, r1]})
+
+    def score(self, task: Task, completion: str) -> Score:
+        truth = Judgement(**task.answer)
+        reward, predicted = judge_reward(completion, truth, self.c1, self.c2, self.require_think)
+        if predicted is None:
+            return Score(reward, {"format_valid": 0.0}, reason="format: not a valid judgement JSON")
+        return Score(reward, {"format_valid": 1.0, "h1_error": abs(predicted.score_1 - truth.score_1),
+                              "h2_error": abs(predicted.score_2 - truth.score_2),
+                              "ranking_error": abs(predicted.ranking - truth.ranking),
+                              "preference_right": float((predicted.ranking <= 3) == (truth.ranking <= 3))},
+                     reason=None if reward == 0 else "judgement differs from the label")
+
+    def wrong_completion(self, task: Task, others: list[Task]) -> str:
+        return '{"score_1": 3}'
+
+
+def _as_json(j: Judgement) -> str:
+    return json.dumps({"score_1": j.score_1, "score_2": j.score_2, "ranking": j.ranking})

@@ -1,0 +1,71 @@
+"""A synthetic preference task whose truth is known in code, for testing the
+RLHF stage end to end: on math questions, a correct answer is preferred to a
+wrong one, and among correct answers the shorter one.
+
+``preference`` labels a pair the way a careful annotator following that rule
+would; ``true_score`` is the same rule as a number per response (what an
+RLHF run should raise); ``labelled_pairs`` makes judge-training rows.
+"""
+
+from __future__ import annotations
+
+import random
+
+from reward_models.genrm import Judgement
+
+FILLERS = ["", "", " Done.", " That is the result.", " I checked it twice, so this is the final answer."]
+
+
+def helpfulness(correct: bool, length: int, short: int = 16) -> int:
+    """5: correct and short; 4: correct and long; 1: wrong."""
+    if not correct:
+        return 1
+    return 5 if length <= short else 4
+
+
+def true_score(correct: bool, length: int, short: int = 16) -> float:
+    """The truth as a number in [0, 1]: 1 correct and short, 0.75 correct and long, 0 wrong."""
+    return (helpfulness(correct, length, short) - 1) / 4
+
+
+def ranking(h1: int, h2: int, rng: random.Random) -> int:
+    """1-3: the first better by decreasing margin; 4-6: the second, by increasing margin."""
+    d = h1 - h2
+    if d == 0:
+        return rng.choice([3, 4])
+    if d > 0:
+        return 1 if d >= 3 else (2 if d == 2 else 3)
+    return 6 if d <= -3 else (5 if d == -2 else 4)
+
+
+def preference(correct_1: bool, len_1: int, correct_2: bool, len_2: int, rng: random.Random) -> Judgement:
+    h1, h2 = helpfulness(correct_1, len_1), helpfulness(correct_2, len_2)
+    return Judgement(h1, h2, ranking(h1, h2, rng))
+
+
+def answer_text(value: str, filler: str) -> str:
+    return f"\\boxed{{{value}}}{filler}"
+
+
+def wrong_value(gold: str, rng: random.Random) -> str:
+    try:
+        n = int(gold)
+    except ValueError:
+        return gold + "1"
+    return str(n + rng.choice([-3, -2, -1, 1, 2, 3, 10]))
+
+
+def labelled_pairs(tasks: list, rng: random.Random) -> list[dict]:
+    """One labelled pair per math task: two answers, each right or wrong, short or padded."""
+    rows = []
+    for t in tasks:
+        answers = []
+        for _ in range(2):
+            correct = rng.random() < 0.5
+            text = answer_text(t.answer if correct else wrong_value(t.answer, rng), rng.choice(FILLERS))
+            answers.append((correct, text))
+        (c1, a1), (c2, a2) = answers
+        j = preference(c1, len(a1), c2, len(a2), rng)
+        rows.append({"id": f"pair-{t.id}", "conversation": t.messages, "response_1": a1, "response_2": a2,
+                     "score_1": j.score_1, "score_2": j.score_2, "ranking": j.ranking})
+    return rows
