@@ -162,14 +162,24 @@ def num_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def check_model_dir(path: str | Path) -> Path:
-    """Fail fast, naming the key, when ``model.path`` is not a usable HF folder."""
+def check_model_dir(path: str | Path, key: str = "model.path") -> Path:
+    """Fail fast, naming the key, when ``path`` is not a usable HF folder. A run
+    folder (or one checkpoint of it) stands for the policy of its latest checkpoint."""
     path = Path(path).expanduser()
     if not path.is_dir():
-        raise FileNotFoundError(f"model.path: no such folder: {path}")
+        raise FileNotFoundError(f"{key}: no such folder: {path}")
+    if (path / "policy" / "model" / "config.json").is_file():  # a checkpoint
+        path = path / "policy" / "model"
+    elif (path / "checkpoints").is_dir():  # a run folder
+        from rl.checkpoint import latest_checkpoint
+
+        latest = latest_checkpoint(path)
+        if latest is None:
+            raise FileNotFoundError(f"{key}: run folder {path} has no checkpoint yet")
+        path = latest[1] / "policy" / "model"
     if not (path / "config.json").is_file():
         raise FileNotFoundError(
-            f"model.path: {path} has no config.json; expected a Hugging Face model folder "
+            f"{key}: {path} has no config.json; expected a Hugging Face model folder "
             "(save_pretrained output), or leave model.path unset to use the built-in tiny model"
         )
     return path

@@ -111,11 +111,12 @@ class Trainer:
         self.judge = None
         if self.judged:
             jc = cfg.rlhf.judge
+            judge_path = str(check_model_dir(jc.model_path, "rlhf.judge.model_path"))
             self.judge = self.cluster.spawn(
-                Judge, jc.backend, str(check_model_dir(jc.model_path)), max_new_tokens=jc.max_new_tokens,
+                Judge, jc.backend, judge_path, max_new_tokens=jc.max_new_tokens,
                 temperature=jc.temperature, retries=jc.retries, seed=cfg.run.seed + 7, dtype=cfg.model.dtype,
                 kv_cache_gib=jc.kv_cache_gib, gpu_memory_utilization=jc.gpu_memory_utilization,
-                enforce_eager=ro.enforce_eager, max_model_len=_context_length(jc.model_path))
+                enforce_eager=ro.enforce_eager, max_model_len=_context_length(judge_path))
         settings = SamplingSettings(n=1, max_new_tokens=ro.max_new_tokens, temperature=ro.temperature,
                                     top_p=ro.top_p)
         self.turn = TurnGenerator(self.generate, settings, self.tokenizer.eos_token_id,
@@ -468,6 +469,8 @@ def train(cfg: Config | None = None, resume_dir: str | Path | None = None) -> Pa
     else:
         if cfg.model.path:
             check_model_dir(cfg.model.path)  # fail before making a run folder
+        if any(e.reward == "genrm" for e in cfg.environments.values()):
+            check_model_dir(cfg.rlhf.judge.model_path, "rlhf.judge.model_path")
         run_dir = new_run_dir(cfg)
         if latest_checkpoint(run_dir) is not None:
             raise FileExistsError(f"run.dir {run_dir} already holds a run; use `rl train --resume {run_dir}`")

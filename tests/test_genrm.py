@@ -3,6 +3,7 @@ judge-training reward, against numbers computed by hand."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
@@ -90,3 +91,61 @@ def test_judge_reward_and_swapped_pairs():
     assert judge_reward("not json", truth) == (-10.0, None)
     assert judge_reward('{"score_1": 1, "score_2": 5, "ranking": 6}', truth, c2=2.0)[0] == -(3 + 3 + 2 * 4)
     assert swapped(truth) == Judgement(2, 4, 5) and swapped(swapped(truth)) == truth
+
+
+# ------------------------------------------------- judge worker and judge env
+
+
+class _ScriptedJudgeEngine:
+    """Answers the i-th call's prompts with scripted texts."""
+
+    def __init__(self, tok, rounds):
+        self.tok, self.rounds, self.seen = tok, rounds, []
+
+    def generate(self, prompts, settings):
+        from rl.rollout import Completion
+
+        texts = self.rounds[len(self.seen)]
+        self.seen.append(len(prompts))
+        return [[Completion(self.tok.encode(t, add_special_tokens=False), [0.0], False)] for t in texts]
+
+
+def test_judge_retries_unparseable_answers_then_counts_failures():
+    from reward_models.judge import Judge
+    from rl.models import build_tokenizer
+
+    good = '{"score_1": 4, "score_2": 2, "ranking": 2}'
+    judge = Judge.__new__(Judge)
+    judge.tokenizer = build_tokenizer()
+    judge.max_new_tokens, judge.temperature, judge.retries = 32, 1.0, 2
+    judge.engine = _ScriptedJudgeEngine(judge.tokenizer, [[good, "nonsense", "{}"], [good, "nope"], ["still no"]])
+    prompts = [[{"role": "user", "content": f"q{i}"}] for i in range(3)]
+    results, counters = judge.judge(prompts)
+    assert judge.engine.seen == [3, 2, 1]  # only the failed ones are asked again
+    assert results == [Judgement(4, 2, 2), Judgement(4, 2, 2), None]
+    assert counters == {"judge/calls": 6.0, "judge/retries": 3.0, "judge/failures": 1.0}
+
+
+def test_judge_environment_reads_pairs_adds_swapped_ones_and_scores_by_the_recipe(tmp_path):
+    from environments.base import DataError
+    from environments.registry import make_environment
+
+    rows = [{"prompt": "2+2?", "response_1": "4", "response_2": "5", "score_1": 5, "score_2": 1, "ranking": 1},
+            {"conversation": [{"role": "user", "content": "hi"}], "response_1": "a", "response_2": "b",
+             "score_1": 3, "score_2": 3, "ranking": 4}]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    env = make_environment("genrm", {"data_files": {"train": str(path)}})
+    tasks = env.tasks("train")
+    assert len(tasks) == 4 and tasks[2].id.endswith("-swapped")
+    assert tasks[2].answer == {"score_1": 1, "score_2": 5, "ranking": 6}
+    assert "Answer 1:\n5\nAnswer 2:\n4" in tasks[2].messages[0]["content"]
+    assert env.score(tasks[0], tasks[0].reference).reward == 0.0
+    s = env.score(tasks[0], '{"score_1": 4, "score_2": 2, "ranking": 3}')
+    assert s.reward == -(1 + 1 + 2) and s.components["preference_right"] == 1.0
+    assert env.score(tasks[0], "```json\n{}\n```").reward == -10.0
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({**rows[0], "ranking": 7}) + "\n")
+    env = make_environment("genrm", {"data_files": {"train": str(bad)}})
+    with pytest.raises(DataError, match=r"bad.jsonl:1: 'ranking' must be an integer in 1..6"):
+        env.tasks("train")
