@@ -81,7 +81,8 @@ def policy_report(model_path: str, limit: int, samples: int, backend: str) -> di
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/rlhf-synthetic")
-    ap.add_argument("--judge-steps", type=int, default=20)
+    ap.add_argument("--judge-steps", type=int, default=20, help="GRPO steps of the judge (after its SFT)")
+    ap.add_argument("--judge-sft-steps", type=int, default=400)
     ap.add_argument("--rlhf-steps", type=int, default=30)
     ap.add_argument("--eval-tasks", type=int, default=200)
     ap.add_argument("--samples", type=int, default=4)
@@ -91,7 +92,7 @@ def main() -> None:
     judge_run = out / "judge"
     if not (judge_run / "checkpoints").is_dir():
         rl("train", "configs/genrm_judge_tiny.yaml", f"run.dir={judge_run}", f"run.steps={args.judge_steps}",
-           f"run.checkpoint_every={args.judge_steps}")
+           f"run.checkpoint_every={args.judge_steps}", f"model.sft.steps={args.judge_sft_steps}")
     runs = {"length_control": out / "rlhf_lc", "no_length_control": out / "rlhf_nolc"}
     for name, run in runs.items():
         if not (run / "checkpoints").is_dir():
@@ -103,7 +104,7 @@ def main() -> None:
 
     start = str(resolve_model(load_config(ROOT / "configs" / "rlhf_genrm_tiny.yaml",
                                           [f"rlhf.judge.model_path={judge_run}"])))
-    report = {"judge": judge_agreement(str(judge_run), 200, args.backend),
+    report = {"judge": judge_agreement(str(judge_run), args.eval_tasks, args.backend),
               "start": policy_report(start, args.eval_tasks, args.samples, args.backend)}
     for name, run in runs.items():
         report[name] = policy_report(str(run), args.eval_tasks, args.samples, args.backend)
