@@ -35,7 +35,9 @@ def judge_agreement(judge_path: str, limit: int, backend: str) -> dict:
     from environments.registry import load_tasks
     from reward_models.genrm import Judgement
     from reward_models.judge import Judge
+    from rl.models import check_model_dir
 
+    judge_path = str(check_model_dir(judge_path, "judge"))
     tasks = [t for t in load_tasks("genrm", {"math_levels": [1]}, "test")][:limit]
     judge = Judge(backend, judge_path, max_new_tokens=48, retries=0, temperature=1.0)
     judgements, _ = judge.judge([t.messages for t in tasks])

@@ -46,6 +46,13 @@ def _rows(cur: sqlite3.Cursor) -> list[dict]:
     return [dict(zip(cols, r)) for r in cur.fetchmany(MAX_ROWS)]
 
 
+def _where(conn, sql: str, filters: list[tuple[str, Any]]) -> list[dict]:
+    """``sql`` narrowed by each ``(clause with one ?, value)`` whose value is given."""
+    given = [(clause, value) for clause, value in filters if value is not None]
+    where = "".join(f" AND {clause}" for clause, _ in given)  # clauses are fixed strings of this module
+    return _rows(conn.execute(f"{sql} WHERE 1 = 1{where} ORDER BY id", [v for _, v in given]))
+
+
 def _person(conn, email: str) -> dict:
     row = conn.execute("SELECT name, email, team, title, manager_email FROM people WHERE email = ?",
                        (email,)).fetchone()
@@ -63,12 +70,9 @@ def _ticket(conn, ticket_id: int) -> None:
 
 
 def find_people(conn, name: str | None = None, team: str | None = None) -> list[dict]:
-    sql, args = "SELECT name, email, team, title FROM people WHERE 1 = 1", []
-    if name is not None:
-        sql, args = sql + " AND name LIKE ? ESCAPE '\\'", args + [f"%{_like(name)}%"]
-    if team is not None:
-        sql, args = sql + " AND team = ?", args + [team]
-    return _rows(conn.execute(sql + " ORDER BY id", args))
+    pattern = None if name is None else f"%{_like(name)}%"
+    return _where(conn, "SELECT name, email, team, title FROM people",
+                  [("name LIKE ? ESCAPE '\\'", pattern), ("team = ?", team)])
 
 
 def get_person(conn, email: str) -> dict:
@@ -76,12 +80,8 @@ def get_person(conn, email: str) -> dict:
 
 
 def list_tickets(conn, assignee: str | None = None, status: str | None = None) -> list[dict]:
-    sql, args = "SELECT id, title, assignee, priority, status FROM tickets WHERE 1 = 1", []
-    if assignee is not None:
-        sql, args = sql + " AND assignee = ?", args + [assignee]
-    if status is not None:
-        sql, args = sql + " AND status = ?", args + [status]
-    return _rows(conn.execute(sql + " ORDER BY id", args))
+    return _where(conn, "SELECT id, title, assignee, priority, status FROM tickets",
+                  [("assignee = ?", assignee), ("status = ?", status)])
 
 
 def create_ticket(conn, title: str, assignee: str, priority: str) -> dict:
@@ -142,13 +142,9 @@ def cancel_meeting(conn, meeting_id: int) -> dict:
 
 
 def list_meetings(conn, email: str | None = None, day: str | None = None) -> list[dict]:
-    sql, args = "SELECT id, title, day, hour, room FROM meetings m WHERE 1 = 1", []
-    if email is not None:
-        sql, args = sql + " AND EXISTS (SELECT 1 FROM attendees a WHERE a.meeting_id = m.id AND a.email = ?)", \
-            args + [email]
-    if day is not None:
-        sql, args = sql + " AND day = ?", args + [day]
-    return _rows(conn.execute(sql + " ORDER BY id", args))
+    return _where(conn, "SELECT id, title, day, hour, room FROM meetings m",
+                  [("EXISTS (SELECT 1 FROM attendees a WHERE a.meeting_id = m.id AND a.email = ?)", email),
+                   ("day = ?", day)])
 
 
 def send_message(conn, to: str, text: str) -> dict:
@@ -158,12 +154,8 @@ def send_message(conn, to: str, text: str) -> dict:
 
 
 def query_projects(conn, owner: str | None = None, status: str | None = None) -> list[dict]:
-    sql, args = "SELECT id, name, owner, status FROM projects WHERE 1 = 1", []
-    if owner is not None:
-        sql, args = sql + " AND owner = ?", args + [owner]
-    if status is not None:
-        sql, args = sql + " AND status = ?", args + [status]
-    return _rows(conn.execute(sql + " ORDER BY id", args))
+    return _where(conn, "SELECT id, name, owner, status FROM projects",
+                  [("owner = ?", owner), ("status = ?", status)])
 
 
 def update_project(conn, project_id: int, status: str) -> dict:
