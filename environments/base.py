@@ -71,8 +71,10 @@ class Environment(ABC):
     """Single-turn environment: ``tasks(split)`` and ``score(task, completion)``."""
 
     name: ClassVar[str]
-    max_reward: ClassVar[float] = 1.0
+    max_reward: float = 1.0
     """The reward of a perfect sample (``rl env check`` expects it of every reference)."""
+    min_reward: float = 0.0
+    """The reward of a failed sample (``rl env check`` expects it of ``wrong_completion``)."""
 
     def __init__(self, **options: Any):
         if options:

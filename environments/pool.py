@@ -177,21 +177,15 @@ class EnvironmentPool:
         for task in tasks:
             key = f"ep{next(self._keys)}"
             keys.append(key)
-            local = self.local.get(task.env)
-            if task.env not in self.hosts and local is None:
-                self._episodes[key] = (task.env, None)
+            self._episodes[key] = (task.env, None)
+            if task.env not in self.hosts and task.env not in self.local:
                 self._lost[key] = f"no environment '{task.env}' in this run"
-                continue
-            if not self.multi_turn.get(task.env, False):
-                self._episodes[key] = (task.env, None)
+            elif not self.multi_turn[task.env]:
                 self._lost[key] = f"environment '{task.env}' is single-turn"
-                continue
-            if task.env in self.hosts:
-                self._episodes[key] = (task.env, None)
+            elif task.env in self.hosts:
                 self._episode_call(key, _host_start, task.env, key, task)
             else:
-                self._episodes[key] = (task.env, None)
-                ok, episode = self._episode_call(key, local.start, task)
+                ok, episode = self._episode_call(key, self.local[task.env].start, task)
                 self._episodes[key] = (task.env, episode if ok else None)
         return keys
 
@@ -202,9 +196,11 @@ class EnvironmentPool:
             if key in self._lost:
                 replies.append(None)
                 continue
-            env, local = self._episodes[key]
-            ok, reply = self._episode_call(key, _host_step if local is None else local.step,
-                                           *((key, text) if local is None else (text,)))
+            local = self._episodes[key][1]
+            if local is None:
+                ok, reply = self._episode_call(key, _host_step, key, text)
+            else:
+                ok, reply = self._episode_call(key, local.step, text)
             replies.append(_checked_reply(reply) if ok else None)
         return replies
 

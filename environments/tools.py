@@ -169,7 +169,7 @@ def check(name: str, options: dict | None = None, splits: tuple[str, ...] = ("tr
                 t = time.perf_counter()
                 bad = env.score(task, wrong)
                 times.append(time.perf_counter() - t)
-                if bad.reward != 0.0 if env.max_reward == 1.0 else bad.reward >= env.max_reward:
+                if bad.reward != env.min_reward:
                     failures.append({"task": task.id, "case": "wrong answer", "reward": bad.reward,
                                      "completion": wrong[:200]})
             ids = [t.id for t in tasks]

@@ -68,10 +68,8 @@ def cmd_eval(args) -> int:
     cfg = load_config(args.config, args.overrides) if args.config else None
     names = args.env.split(",") if args.env else (list(cfg.environments) if cfg else ["math"])
     envs = {n: cfg.environments[n].options if cfg and n in cfg.environments else {} for n in names}
-    model = args.checkpoint
-    if (Path(model) / "policy" / "model").is_dir():  # a checkpoint folder of a run
-        model = str(Path(model) / "policy" / "model")
-    result = evaluate(model, envs, split=args.split, samples=args.samples, max_new_tokens=args.max_new_tokens,
+    # a model folder, a checkpoint or a run folder (its latest checkpoint): check_model_dir resolves it
+    result = evaluate(args.checkpoint, envs, split=args.split, samples=args.samples, max_new_tokens=args.max_new_tokens,
                       temperature=args.temperature, backend=args.backend, limit=args.limit, seed=args.seed)
     print(json.dumps(result, indent=2))
     return 0
@@ -140,23 +138,25 @@ def cmd_curriculum_profile(args) -> int:
     from environments.registry import load_tasks
     from rl.config import load_config
     from rl.evaluate import sample_rewards
-    from rl.rollout import RolloutWorker
+    from rl.models import check_model_dir
+    from rl.rollout import RolloutWorker, context_length
     from rl.sft import resolve_model
 
     cfg = load_config(args.config, args.overrides)
-    model = str(Path(args.model) / "policy" / "model") if args.model and (Path(args.model) / "policy").is_dir() \
-        else (args.model or str(resolve_model(cfg)))
+    model = str(check_model_dir(args.model) if args.model else resolve_model(cfg))
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     k = args.k or cfg.curriculum.k
+    context = context_length(model)
     worker = RolloutWorker(args.backend or cfg.rollout.backend, model, dtype=cfg.model.dtype, seed=cfg.run.seed,
-                           kv_cache_gib=cfg.rollout.kv_cache_gib)
+                           kv_cache_gib=cfg.rollout.kv_cache_gib, max_model_len=context)
     envs = {n: e.options for n, e in cfg.environments.items()}
     pool = EnvironmentPool(envs, model, timeouts={n: e.timeout_s for n, e in cfg.environments.items()})
 
     def run_groups(tasks, n):
-        return sample_rewards(worker, pool, tokenizer, tasks, n, cfg.rollout.max_new_tokens, cfg.rollout.temperature)
+        return sample_rewards(worker, pool, tokenizer, tasks, n, cfg.rollout.max_new_tokens, cfg.rollout.temperature,
+                              context)
 
     tasks = []
     for name, opts in envs.items():

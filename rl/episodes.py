@@ -84,6 +84,12 @@ class TurnGenerator:
         self.generate, self.settings = generate, settings
         self.eos_id, self.think_end_id, self.control = eos_id, think_end_id, control
 
+    @classmethod
+    def for_tokenizer(cls, generate: Generate, settings: SamplingSettings, tokenizer,
+                      control: ReasoningControl) -> "TurnGenerator":
+        """End-of-turn and ``</think>`` ids from the model's tokenizer."""
+        return cls(generate, settings, tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("</think>"), control)
+
     def _settings(self, n: int, extra_stops: list[int]) -> SamplingSettings:
         s = self.settings
         return SamplingSettings(n=n, max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,

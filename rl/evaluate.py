@@ -6,26 +6,21 @@ import random
 
 from environments.pool import EnvironmentPool
 from environments.registry import load_tasks
+from rl.episodes import EpisodeLimits, ReasoningControl, TurnGenerator, run_episodes
 from rl.grpo import pass_at_k
 from rl.models import check_model_dir
-from rl.episodes import EpisodeLimits, ReasoningControl, TurnGenerator, run_episodes
-from rl.rollout import RolloutWorker, SamplingSettings, prompt_token_ids
-
-
-MAX_EPISODE_TOKENS = 2048
-"""Context of a multi-turn episode (prompt included)."""
+from rl.rollout import RolloutWorker, SamplingSettings, context_length, prompt_token_ids
 
 
 def sample_rewards(worker: RolloutWorker, pool: EnvironmentPool, tokenizer, tasks: list, n: int,
-                   max_new_tokens: int, temperature: float) -> list[list[float]]:
-    """The rewards of ``n`` sampled completions of each task."""
+                   max_new_tokens: int, temperature: float, context: int) -> list[list[float]]:
+    """The rewards of ``n`` sampled completions of each task (``context``: the
+    engine's length, which bounds a multi-turn episode with its prompt)."""
     prompts = [prompt_token_ids(tokenizer, t.messages) for t in tasks]
     settings = SamplingSettings(n=n, max_new_tokens=max_new_tokens, temperature=temperature)
     if tasks and pool.multi_turn.get(tasks[0].env, False):
-        turn = TurnGenerator(worker.generate, settings, tokenizer.eos_token_id,
-                             tokenizer.convert_tokens_to_ids("</think>"), ReasoningControl())
-        limits = EpisodeLimits(max_new_tokens=max_new_tokens,
-                               max_tokens=max(1, MAX_EPISODE_TOKENS - max(len(p) for p in prompts)))
+        turn = TurnGenerator.for_tokenizer(worker.generate, settings, tokenizer, ReasoningControl())
+        limits = EpisodeLimits(max_new_tokens=max_new_tokens, max_tokens=max(1, context - max(map(len, prompts))))
         _, keys = run_episodes(tasks, prompts, n, turn, pool, tokenizer, limits)
         scores = [s for s, _ in pool.finish([k for ks in keys for k in ks])]
     else:
@@ -42,7 +37,8 @@ def evaluate(model_path: str, envs: dict[str, dict], split: str = "test", sample
 
     model_path = str(check_model_dir(model_path))
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    worker = RolloutWorker(backend, model_path, seed=seed)
+    context = context_length(model_path)
+    worker = RolloutWorker(backend, model_path, seed=seed, max_model_len=context)
     pool = EnvironmentPool(envs, model_path)
     result: dict = {"model": model_path, "split": split, "samples": samples, "envs": {}}
     try:
@@ -50,7 +46,7 @@ def evaluate(model_path: str, envs: dict[str, dict], split: str = "test", sample
             tasks = load_tasks(name, opts, split)
             if limit is not None and len(tasks) > limit:
                 tasks = random.Random(seed).sample(tasks, limit)
-            rewards = sample_rewards(worker, pool, tokenizer, tasks, samples, max_new_tokens, temperature)
+            rewards = sample_rewards(worker, pool, tokenizer, tasks, samples, max_new_tokens, temperature, context)
             correct = [sum(r >= 1.0 for r in group) for group in rewards]
             entry = {"tasks": len(tasks), "pass@1": sum(pass_at_k(samples, c, 1) for c in correct) / len(tasks)}
             if samples > 1:

@@ -55,6 +55,18 @@ def prompt_token_ids(tokenizer, messages: list[dict], thinking: bool = True) -> 
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, **kwargs)["input_ids"]
 
 
+MAX_MODEL_LEN = 2048
+"""Context of the rollout engines: prompt and completion (all turns of an episode)."""
+
+
+def context_length(model_path: str) -> int:
+    """MAX_MODEL_LEN, or less where the model's positions end sooner."""
+    from transformers import AutoConfig
+
+    positions = getattr(AutoConfig.from_pretrained(model_path).get_text_config(), "max_position_embeddings", None)
+    return min(MAX_MODEL_LEN, positions or MAX_MODEL_LEN)
+
+
 def _refit_in_worker(worker, path: str) -> int:
     """Runs inside a vLLM worker: load checkpoint-format tensors in place."""
     from safetensors.torch import load_file
@@ -65,7 +77,7 @@ def _refit_in_worker(worker, path: str) -> int:
 
 
 class VLLMEngine:
-    def __init__(self, model_path: str, *, dtype: str = "float32", max_model_len: int = 2048,
+    def __init__(self, model_path: str, *, dtype: str = "float32", max_model_len: int = MAX_MODEL_LEN,
                  seed: int = 0, kv_cache_gib: float = 1.0, gpu_memory_utilization: float = 0.5,
                  enforce_eager: bool = True):
         # Refit sends a function to the worker processes.

@@ -99,8 +99,9 @@ def resolve_model(cfg: Config) -> Path:
     if cfg.model.path:
         return check_model_dir(cfg.model.path)
     sft = cfg.model.sft
-    fingerprint = {"sft": sft.model_dump(), "envs": {k: v.model_dump(exclude={"reward", "ratio", "timeout_s"}) for k, v in cfg.environments.items()},
-                   "seed": cfg.run.seed}
+    # what the warm-up data depends on: not the env's ratio, time limit or reward source
+    envs = {k: v.model_dump(exclude={"reward", "ratio", "timeout_s"}) for k, v in cfg.environments.items()}
+    fingerprint = {"sft": sft.model_dump(), "envs": envs, "seed": cfg.run.seed}
     target = cache_dir() / "models" / builtin_model_key(cfg.model.init, fingerprint)
     if (target / "config.json").is_file():
         return target

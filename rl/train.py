@@ -33,9 +33,9 @@ from rl.checkpoint import latest_checkpoint, load_state, save_checkpoint
 from rl.cluster import Cluster, gather
 from rl.config import Config, load_config, save_config
 from rl.models import check_model_dir
-from rl.policy import PolicyWorker
 from rl.episodes import EpisodeLimits, ReasoningControl, Trajectory, TurnGenerator, run_episodes
-from rl.rollout import Completion, RolloutWorker, SamplingSettings, prompt_token_ids
+from rl.policy import PolicyWorker
+from rl.rollout import Completion, RolloutWorker, SamplingSettings, context_length, prompt_token_ids
 from rl.sft import resolve_model
 from rl.tracking import MetricsLog
 from reward_models.genrm import base_rewards, circular_pairs, length_control
@@ -43,10 +43,6 @@ from reward_models.judge import Judge, judge_messages
 from verifiers.text import split_reasoning
 
 log = logging.getLogger(__name__)
-
-MAX_MODEL_LEN = 2048
-"""Context of the rollout engines: prompt and completion (all turns of an episode)."""
-
 
 @dataclass
 class Group:
@@ -76,7 +72,7 @@ class Trainer:
 
         self.model_path = str(resolve_model(cfg))
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-        self.max_model_len = _context_length(self.model_path)
+        self.max_model_len = context_length(self.model_path)
         env_specs = {name: e.options for name, e in cfg.environments.items()}
         pools = {name: load_tasks(name, opts, "train") for name, opts in env_specs.items()}
 
@@ -116,12 +112,11 @@ class Trainer:
                 Judge, jc.backend, judge_path, max_new_tokens=jc.max_new_tokens,
                 temperature=jc.temperature, retries=jc.retries, seed=cfg.run.seed + 7, dtype=cfg.model.dtype,
                 kv_cache_gib=jc.kv_cache_gib, gpu_memory_utilization=jc.gpu_memory_utilization,
-                enforce_eager=ro.enforce_eager, max_model_len=_context_length(judge_path))
+                enforce_eager=ro.enforce_eager, max_model_len=context_length(judge_path))
         settings = SamplingSettings(n=1, max_new_tokens=ro.max_new_tokens, temperature=ro.temperature,
                                     top_p=ro.top_p)
-        self.turn = TurnGenerator(self.generate, settings, self.tokenizer.eos_token_id,
-                                  self.tokenizer.convert_tokens_to_ids("</think>"),
-                                  ReasoningControl(ro.thinking, ro.reasoning_budget))
+        self.turn = TurnGenerator.for_tokenizer(self.generate, settings, self.tokenizer,
+                                                ReasoningControl(ro.thinking, ro.reasoning_budget))
         self.sampler = self.make_sampler(pools)
         self.plateau = Plateau(cfg.curriculum.reprofile.window, cfg.curriculum.reprofile.patience,
                                cfg.curriculum.reprofile.delta)
@@ -231,9 +226,9 @@ class Trainer:
         if not groups:
             return {}
         lc = self.cfg.rlhf.length_control
-        parts = [[split_reasoning(self.tokenizer.decode(c.token_ids, skip_special_tokens=True))
+        parts = [[_reasoning_and_answer(self.tokenizer.decode(c.token_ids, skip_special_tokens=True))
                   for c in gr.completions] for gr in groups]
-        prompts = [judge_messages(gr.task.messages, p[a][1].strip(), p[b][1].strip())
+        prompts = [judge_messages(gr.task.messages, p[a][1], p[b][1])
                    for gr, p in zip(groups, parts) for a, b in circular_pairs(len(p))]
         judgements, metrics = self.judge.judge(prompts)
         unscored, bonuses, start = 0, 0, 0
@@ -242,8 +237,8 @@ class Trainer:
             base, missing = base_rewards(n, judgements[start:start + n])
             start += n
             unscored += missing
-            think = [len(r or "") for r, _ in p]
-            answer = [len(a.strip()) for _, a in p]
+            think = [len(r) for r, _ in p]
+            answer = [len(a) for _, a in p]
             if lc.enabled:
                 out = length_control(base, think, answer, lc.lam_think, lc.lam_answer, lc.bonus, lc.bonus_percentile)
                 rewards, adj = out.rewards, list(zip(out.think_adjustment, out.answer_adjustment, out.bonus))
@@ -405,6 +400,12 @@ def step_metrics(groups: list[Group], advantages: torch.Tensor, train: dict, tim
     return m
 
 
+def _reasoning_and_answer(completion: str) -> tuple[str, str]:
+    """The reasoning ('' when absent) and the stripped answer the judge reads."""
+    reasoning, answer = split_reasoning(completion)
+    return reasoning or "", answer.strip()
+
+
 class _EpisodeClient:
     """The environment actor as the episode loop sees it, timing its steps."""
 
@@ -432,14 +433,6 @@ def _split(items: list, n: int) -> list[list]:
         out.append(items[start:stop])
         start = stop
     return out
-
-
-def _context_length(model_path: str) -> int:
-    """MAX_MODEL_LEN, or less where the model's positions end sooner."""
-    from transformers import AutoConfig
-
-    positions = getattr(AutoConfig.from_pretrained(model_path).get_text_config(), "max_position_embeddings", None)
-    return min(MAX_MODEL_LEN, positions or MAX_MODEL_LEN)
 
 
 def _tuple_state(state):

@@ -254,22 +254,18 @@ def test_multi_turn_tokens_are_exactly_the_generated_and_appended_ones(env):
     (traj_a, traj_b), = groups
     # rebuild what must be there: each generated turn, then the template's rendering of the replies
     _, transcript = env.play(task, turns)
-    expected, mask = [], []
-    for message in transcript:
-        if message["role"] == "assistant":
-            ids = tok.encode(message["content"] + "<|im_end|>", add_special_tokens=False)
-            expected += ids
-            mask += [1] * len(ids)
-        elif message is transcript[-1] or transcript[transcript.index(message) + 1]["role"] != "tool":
-            replies = [m for m in transcript[:transcript.index(message) + 1]]
-            block = []
-            for m in reversed(replies):
-                if m["role"] != "tool":
-                    break
-                block.insert(0, m)
-            ids = continuation_ids(tok, block)
-            expected += ids
-            mask += [0] * len(ids)
+    expected, mask, replies = [], [], []
+    for message in transcript + [None]:
+        if replies and (message is None or message["role"] != "tool"):
+            ids = continuation_ids(tok, replies)
+            expected, mask, replies = expected + ids, mask + [0] * len(ids), []
+        if message is None:
+            break
+        if message["role"] == "tool":
+            replies.append(message)
+            continue
+        ids = tok.encode(message["content"] + "<|im_end|>", add_special_tokens=False)
+        expected, mask = expected + ids, mask + [1] * len(ids)
     assert traj_a.tokens == expected and traj_a.mask == mask and traj_a.turns == len(turns)
     assert traj_b.tokens == expected
     # engine logprobs sit exactly on the generated tokens, zeros on the appended ones

@@ -33,6 +33,7 @@ class GenRMJudgeEnvironment(Environment):
         self.data_files = data_files or {}
         self.math = MathEnvironment(levels=list(math_levels), train_size=train_size, test_size=test_size, seed=seed)
         self.seed, self.c1, self.c2, self.swap, self.require_think = seed, c1, c2, swap, require_think
+        self.min_reward = -c1  # an invalid judgement
 
     def tasks(self, split: str) -> list[Task]:
         if split in self.data_files:
