@@ -2,6 +2,10 @@
 bare subprocess running the same script with the same interpreter.
 Targets (issue): >= 30 short runs per second on 2 cores, <= 1.5x bare time.
 
+Both bubblewrap modes are measured: ``persistent`` (the default: one sandbox
+per pool slot, a fresh interpreter per run) and ``fresh`` (new namespaces
+for every run).
+
     .venv/bin/python benchmarks/sandbox_throughput.py [--runs 300] [--workers 2]
 """
 
@@ -34,12 +38,10 @@ def bare(n: int, workers: int) -> float:
     return time.perf_counter() - t
 
 
-def sandboxed(n: int, workers: int) -> float:
-    pool = SandboxPool("bubblewrap", workers)
+def sandboxed(pool: SandboxPool, n: int) -> float:
     t = time.perf_counter()
     results = pool.run_many([(PROGRAM, [TEST])] * n, Limits())
     elapsed = time.perf_counter() - t
-    pool.close()
     assert all(v[0].passed for v in results), {v[0].status for v in results}
     return elapsed
 
@@ -48,14 +50,26 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--runs", type=int, default=300)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    p.add_argument("--rounds", type=int, default=3, help="alternate the three measurements this many times")
     args = p.parse_args()
-    bare(20, args.workers), sandboxed(20, args.workers)  # warm-up
-    b = bare(args.runs, args.workers)
-    s = sandboxed(args.runs, args.workers)
-    print(f"{args.runs} runs, {args.workers} workers, {os.cpu_count()} cores")
-    print(f"bare subprocess: {args.runs / b:.1f} runs/s ({1000 * b / args.runs:.1f} ms/run)")
-    print(f"bubblewrap sandbox: {args.runs / s:.1f} runs/s ({1000 * s / args.runs:.1f} ms/run)")
-    print(f"overhead: {s / b:.2f}x bare-subprocess time")
+    pools = {mode: SandboxPool("bubblewrap", args.workers, {"persistent": mode == "persistent"})
+             for mode in ("persistent", "fresh")}
+    bare(20, args.workers)
+    for pool in pools.values():
+        sandboxed(pool, 20)  # warm-up (starts the persistent sandboxes)
+    times = {"bare": 0.0, "persistent": 0.0, "fresh": 0.0}
+    for _ in range(args.rounds):  # interleaved, so machine noise hits all three alike
+        times["bare"] += bare(args.runs, args.workers)
+        for mode, pool in pools.items():
+            times[mode] += sandboxed(pool, args.runs)
+    for pool in pools.values():
+        pool.close()
+    n = args.runs * args.rounds
+    print(f"{n} runs each, {args.workers} workers, {os.cpu_count()} cores")
+    for mode, label in (("bare", "bare subprocess"), ("persistent", "bubblewrap, persistent (default)"),
+                        ("fresh", "bubblewrap, fresh per run")):
+        overhead = "" if mode == "bare" else f"  overhead {times[mode] / times['bare']:.2f}x bare"
+        print(f"{label:34s} {n / times[mode]:6.1f} runs/s ({1000 * times[mode] / n:5.1f} ms/run){overhead}")
 
 
 if __name__ == "__main__":

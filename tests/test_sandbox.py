@@ -50,6 +50,13 @@ RED_TEAM = {
     "daemonised child": ("import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
                          "        time.sleep(30)\n        open('/sandbox/late', 'w').write('x')\n    os._exit(0)\n"
                          "time.sleep(0.2)\nassert add(1, 2) == 3", "passed"),
+    "hijack the sandbox's init": ("import os\nfor fd in os.listdir('/proc/1/fd'):\n"
+                                  "    os.write(os.open(f'/proc/1/fd/{fd}', os.O_WRONLY), b'{}\\n')",
+                                  ("failed", "passed")),
+    "nested namespace escape": ("import ctypes, os, time\nlibc = ctypes.CDLL(None)\n"
+                                "if libc.unshare(0x10000000 | 0x20000000) == 0 and os.fork() == 0:\n"  # USER | PID
+                                "    if os.fork() == 0: time.sleep(30)\n    time.sleep(30)\n"
+                                "assert add(1, 2) == 3", "passed"),
     "ctypes null dereference": ("import ctypes; ctypes.string_at(0)", "crashed"),
     "ctypes setuid root": ("import ctypes; assert ctypes.CDLL(None).setuid(0) == 0", "failed"),
     "exit before the tests": ("import os; os._exit(0)", "crashed"),
@@ -64,11 +71,19 @@ RED_TEAM = {
 }
 
 
-@pytest.fixture(scope="module")
-def sandbox():
+@pytest.fixture(scope="module", params=[True, False], ids=["persistent", "fresh"])
+def sandbox(request):
     os.environ[SECRET] = SECRET
-    yield BubblewrapSandbox(uid=UID)
+    sb = BubblewrapSandbox(uid=UID, persistent=request.param)
+    yield sb
+    sb.close()
+    assert processes_of(UID) == [], "the sandbox outlived close()"
     os.environ.pop(SECRET, None)
+
+
+def _leftovers(sandbox) -> set[int]:
+    """Processes of the sandbox's uid besides its idle resident server."""
+    return set(processes_of(UID)) - sandbox.resident_pids
 
 
 def test_red_team_has_at_least_30_hostile_programs():
@@ -82,13 +97,51 @@ def test_hostile_program_is_contained(sandbox, name, tmp_path):
     assert verdict.status in (expected if isinstance(expected, tuple) else (expected,)), (verdict.status, verdict.exit_code, verdict.stderr[-500:])
     assert verdict.seconds < LIMITS.wall_s + 2
     assert len(verdict.stdout) <= LIMITS.output_bytes and len(verdict.stderr) <= LIMITS.output_bytes
-    assert processes_of(UID) == [], "a sandboxed process outlived its run"
+    assert _leftovers(sandbox) == set(), "a sandboxed process outlived its run"
     assert not Path("/evil").exists() and not Path("/usr/evil").exists()
     assert SECRET not in verdict.stdout + verdict.stderr
 
 
 def test_host_still_works_after_the_red_team(sandbox):
     assert sandbox.run_one("x = 1", Case("t", "assert x == 1"), LIMITS).status == "passed"
+
+
+def test_nothing_carries_over_between_runs(sandbox):
+    """Files in /sandbox and /tmp, environment variables, and SysV IPC objects
+    of one run are gone in the next (the persistent sandbox resets or replaces itself)."""
+    leave = ("import os, ctypes\nopen('/sandbox/left', 'w').write('x'); open('/tmp/left', 'w').write('x')\n"
+             "os.mkdir('/sandbox/d'); open('/sandbox/d/f', 'w').close(); os.chmod('/sandbox/d', 0)\n"
+             "os.environ['LEFT'] = '1'\n"
+             "assert ctypes.CDLL(None).shmget(4242, 4096, 0o1666) >= 0")  # IPC_CREAT | 0666
+    assert sandbox.run_one("", Case("leave", leave), LIMITS).status == "passed"
+    check = ("import os, ctypes\nassert not os.path.exists('/sandbox/left') and not os.path.exists('/tmp/left')\n"
+             "assert not os.path.exists('/sandbox/d') and 'LEFT' not in os.environ\n"
+             "assert ctypes.CDLL(None).shmget(4242, 0, 0) == -1")
+    before = sandbox.resident_pids
+    verdict = sandbox.run_one("", Case("check", check), LIMITS)
+    assert verdict.passed, verdict.stderr
+    if sandbox.persistent:  # the IPC object made the server report itself dirty: replaced
+        assert before == set() and sandbox.resident_pids
+
+
+def test_lost_server_is_a_crashed_run_and_the_next_run_recovers():
+    import threading
+
+    sandbox = BubblewrapSandbox(uid=UID + 1)
+    try:
+        assert sandbox.run_one("", Case("t", "pass"), LIMITS).passed
+        first = sandbox.resident_pids
+        killer = threading.Timer(0.5, os.killpg, (sandbox._server.pid, 9))  # the sandbox dies mid-run
+        killer.start()
+        verdict = sandbox.run_one("", Case("t", "import time; time.sleep(2)"), LIMITS)
+        killer.join()
+        assert verdict.status == "crashed" and "sandbox server lost" in verdict.stderr, verdict
+        verdict = sandbox.run_one("", Case("t", "pass"), LIMITS)  # a fresh sandbox
+        assert verdict.passed, verdict.stderr
+        assert sandbox.resident_pids.isdisjoint(first)
+    finally:
+        sandbox.close()
+    assert processes_of(UID + 1) == []
 
 
 @pytest.mark.slow
