@@ -39,7 +39,7 @@ def judge_agreement(judge_path: str, limit: int, backend: str) -> dict:
 
     judge_path = str(check_model_dir(judge_path, "judge"))
     tasks = [t for t in load_tasks("genrm", {"math_levels": [1]}, "test")][:limit]
-    judge = Judge(backend, judge_path, max_new_tokens=48, retries=0, temperature=1.0)
+    judge = Judge(backend, judge_path, max_new_tokens=112, retries=0, temperature=1.0)
     judgements, _ = judge.judge([t.messages for t in tasks])
     strict = [(j, Judgement(**t.answer)) for j, t in zip(judgements, tasks) if t.answer["score_1"] != t.answer["score_2"]]
     return {"pairs": len(tasks), "valid": sum(j is not None for j in judgements) / len(tasks),

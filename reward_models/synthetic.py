@@ -55,17 +55,30 @@ def wrong_value(gold: str, rng: random.Random) -> str:
     return str(n + rng.choice([-3, -2, -1, 1, 2, 3, 10]))
 
 
+def note(value: str, correct: bool, length: int, short: int = 16) -> str:
+    """What the judge's reasoning says about one answer: its value and verdict."""
+    if not correct:
+        return f"{value} wrong"
+    return f"{value} right, {'short' if length <= short else 'long'}"
+
+
 def labelled_pairs(tasks: list, rng: random.Random) -> list[dict]:
-    """One labelled pair per math task: two answers, each right or wrong, short or padded."""
+    """One labelled pair per math task: two answers, each right or wrong, short
+    or padded, with the reasoning a careful judge writes first (the task's
+    worked steps, then a note per answer)."""
+    from verifiers.text import split_reasoning
+
     rows = []
     for t in tasks:
         answers = []
         for _ in range(2):
             correct = rng.random() < 0.5
-            text = answer_text(t.answer if correct else wrong_value(t.answer, rng), rng.choice(FILLERS))
-            answers.append((correct, text))
-        (c1, a1), (c2, a2) = answers
+            value = t.answer if correct else wrong_value(t.answer, rng)
+            answers.append((correct, value, answer_text(value, rng.choice(FILLERS))))
+        (c1, v1, a1), (c2, v2, a2) = answers
         j = preference(c1, len(a1), c2, len(a2), rng)
         rows.append({"id": f"pair-{t.id}", "conversation": t.messages, "response_1": a1, "response_2": a2,
-                     "score_1": j.score_1, "score_2": j.score_2, "ranking": j.ranking})
+                     "score_1": j.score_1, "score_2": j.score_2, "ranking": j.ranking,
+                     "analysis": split_reasoning(t.reference)[0] or "",
+                     "notes": [note(v1, c1, len(a1)), note(v2, c2, len(a2))]})
     return rows

@@ -149,3 +149,34 @@ def test_judge_environment_reads_pairs_adds_swapped_ones_and_scores_by_the_recip
     env = make_environment("genrm", {"data_files": {"train": str(bad)}})
     with pytest.raises(DataError, match=r"bad.jsonl:1: 'ranking' must be an integer in 1..6"):
         env.tasks("train")
+
+
+def test_judge_reasoning_in_the_reference_follows_the_answers_when_swapped(tmp_path):
+    from environments.base import DataError
+    from environments.registry import make_environment
+
+    row = {"prompt": "2+2?", "response_1": "4", "response_2": "5", "score_1": 5, "score_2": 1, "ranking": 1,
+           "analysis": "2+2=4", "notes": ["4 right", "5 wrong"]}
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    env = make_environment("genrm", {"data_files": {"train": str(path)}})
+    plain, flipped = env.tasks("train")
+    assert plain.reference == '<think>2+2=4 1: 4 right 2: 5 wrong</think>{"score_1": 5, "score_2": 1, "ranking": 1}'
+    assert flipped.reference == '<think>2+2=4 1: 5 wrong 2: 4 right</think>{"score_1": 1, "score_2": 5, "ranking": 6}'
+    assert env.score(plain, plain.reference).reward == 0.0 and env.score(flipped, flipped.reference).reward == 0.0
+    path.write_text(json.dumps({**row, "notes": ["only one"]}) + "\n")
+    with pytest.raises(DataError, match=r"pairs.jsonl:1: 'notes' must be a list of two strings"):
+        make_environment("genrm", {"data_files": {"train": str(path)}}).tasks("train")
+
+
+def test_synthetic_pairs_carry_the_arithmetic_and_a_verdict_per_answer():
+    from environments.registry import make_environment
+
+    env = make_environment("genrm", {"train_size": 40, "test_size": 10})
+    for task in env.tasks("train"):
+        question = task.meta["conversation"][0]["content"]
+        assert task.meta["analysis"] == f"{question}={eval(question)}"  # noqa: S307 - our own arithmetic
+        for response, note in zip(task.meta["responses"], task.meta["notes"]):
+            value = response.split("{")[1].split("}")[0]
+            verdict = "wrong" if value != str(eval(question)) else ("right, short" if len(response) <= 16 else "right, long")  # noqa: S307
+            assert note == f"{value} {verdict}"

@@ -8,6 +8,12 @@ Pairs come from JSON-lines files (``data_files``: rows with
 ``response_2``, ``score_1``, ``score_2``, ``ranking``), or from the built-in
 synthetic preference task (``reward_models.synthetic``: math questions,
 correct answers preferred, shorter preferred among correct).
+
+Optional reasoning for the judge's warm-up (its SFT reference becomes
+``<think>{analysis} 1: {notes[0]} 2: {notes[1]}</think>{json}``): ``analysis``
+(text about the conversation) and ``notes`` (one text per response, in the
+row's order; a swapped pair swaps them too). The synthetic pairs carry both:
+the worked arithmetic, then each answer's value and verdict.
 """
 
 from __future__ import annotations
@@ -59,21 +65,30 @@ class GenRMJudgeEnvironment(Environment):
         for key, value, hi in (("score_1", truth.score_1, 5), ("score_2", truth.score_2, 5), ("ranking", truth.ranking, 6)):
             if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= hi):
                 raise ValueError(f"'{key}' must be an integer in 1..{hi}, got {value!r}")
-        r1, r2 = str(row["response_1"]), str(row["response_2"])
-        return Task(id=str(row.get("id", default_id)), env=self.name,
-                    messages=judge_messages(conversation, r1, r2),
+        analysis, notes = row.get("analysis"), row.get("notes")
+        if analysis is not None and not isinstance(analysis, str):
+            raise ValueError(f"'analysis' must be a string, got {analysis!r}")
+        if notes is not None and not (isinstance(notes, list) and len(notes) == 2
+                                      and all(isinstance(n, str) for n in notes)):
+            raise ValueError(f"'notes' must be a list of two strings (one per response), got {notes!r}")
+        return self._task(str(row.get("id", default_id)), conversation,
+                          [str(row["response_1"]), str(row["response_2"])], truth, analysis, notes)
+
+    def _task(self, task_id: str, conversation: list[dict], responses: list[str], truth: Judgement,
+              analysis: str | None, notes: list[str] | None) -> Task:
+        reference = _as_json(truth)
+        if analysis is not None or notes is not None:
+            said = " ".join(f"{i}: {n}" for i, n in enumerate(notes or [], start=1))
+            reference = f"<think>{' '.join(x for x in (analysis, said) if x)}</think>{reference}"
+        return Task(id=task_id, env=self.name, messages=judge_messages(conversation, *responses),
                     answer={"score_1": truth.score_1, "score_2": truth.score_2, "ranking": truth.ranking},
-                    reference=_as_json(truth),
-                    meta={"conversation": conversation, "responses": [r1, r2]})
+                    reference=reference,
+                    meta={"conversation": conversation, "responses": responses, "analysis": analysis, "notes": notes})
 
     def swapped(self, task: Task) -> Task:
-        truth = swapped(Judgement(**task.answer))
-        r1, r2 = task.meta["responses"]
-        return Task(id=f"{task.id}-swapped", env=task.env,
-                    messages=judge_messages(task.meta["conversation"], r2, r1),
-                    answer={"score_1": truth.score_1, "score_2": truth.score_2, "ranking": truth.ranking},
-                    reference=_as_json(truth), meta={"conversation": task.meta["conversation"],
-                                                     "responses": [r2, r1]})
+        notes = task.meta["notes"]
+        return self._task(f"{task.id}-swapped", task.meta["conversation"], task.meta["responses"][::-1],
+                          swapped(Judgement(**task.answer)), task.meta["analysis"], notes[::-1] if notes else None)
 
     def score(self, task: Task, completion: str) -> Score:
         truth = Judgement(**task.answer)
