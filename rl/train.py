@@ -176,7 +176,9 @@ class Trainer:
         return [group for result in gather(futures) for group in result]
 
     def rollout_and_score(self, tasks: list[Task], n: int | None = None) -> tuple[list[Group], dict[str, float]]:
-        """Steps 2-3: G completions (single-turn) or episodes (multi-turn) per task, scored."""
+        """Steps 2-3: G completions (single-turn) or episodes (multi-turn) per task, scored.
+        Returns the groups and additive stats: seconds per phase, and the judge's
+        counters (``judge/*``, ``rlhf/*``) when a judge scores some environment."""
         ro = self.cfg.rollout
         g = n or self.cfg.grpo.group_size
         prompts = [prompt_token_ids(self.tokenizer, t.messages, ro.thinking) for t in tasks]
@@ -215,16 +217,19 @@ class Trainer:
         timing = {"generation_s": generation_s, "env_s": env_s}
         if self.judge is not None:
             t = time.perf_counter()
-            self.last_judge_metrics = self.judge_groups([gr for gr in groups_out if gr.task.env in self.judged])
+            timing.update(self.judge_groups([gr for gr in groups_out if gr.task.env in self.judged]))
             timing["judge_s"] = time.perf_counter() - t
         return groups_out, timing
 
     def judge_groups(self, groups: list[Group]) -> dict[str, float]:
         """RLHF rewards (RECIPE.md sections 4-5): circular comparison of each group's
         answers by the judge, base rewards, then group-relative length control.
-        The verifier's reward stays in the components as ``verifier``."""
+        The verifier's reward stays in the components as ``verifier``. Returns
+        counters (judge calls, retries, failures; responses judged, left
+        unscored, given the bonus) that add up over dynamic-sampling rounds."""
         if not groups:
-            return {}
+            return {"judge/calls": 0.0, "judge/retries": 0.0, "judge/failures": 0.0,
+                    "rlhf/responses": 0.0, "rlhf/unscored": 0.0, "rlhf/bonuses": 0.0}
         lc = self.cfg.rlhf.length_control
         parts = [[_reasoning_and_answer(self.tokenizer.decode(c.token_ids, skip_special_tokens=True))
                   for c in gr.completions] for gr in groups]
@@ -248,8 +253,8 @@ class Trainer:
             gr.scores = [Score(r, {"base": b, "think_adjustment": ta, "answer_adjustment": aa, "bonus": bo,
                                    "verifier": s.reward, "think_chars": float(th), "answer_chars": float(an)})
                          for r, b, (ta, aa, bo), s, th, an in zip(rewards, base, adj, gr.scores, think, answer)]
-        total = sum(len(p) for p in parts)
-        metrics.update({"rlhf/unscored_frac": unscored / total, "rlhf/bonus_frac": bonuses / total})
+        metrics.update({"rlhf/responses": float(sum(len(p) for p in parts)), "rlhf/unscored": float(unscored),
+                        "rlhf/bonuses": float(bonuses)})
         return metrics
 
     def dynamic_sampling(self, groups: list[Group], timing: dict) -> tuple[list[Group], int]:
@@ -284,6 +289,7 @@ class Trainer:
                 self.sampler.observe(gr.task.id, sum(r >= 1.0 for r in gr.rewards), len(gr.rewards))
         zero_std_before = sum(gr.zero_std for gr in groups) / len(groups)
         groups, ds_rounds = self.dynamic_sampling(groups, timing)
+        counters = {k: timing.pop(k) for k in list(timing) if k.startswith(("judge/", "rlhf/"))}
         rewards = torch.tensor([gr.rewards for gr in groups], dtype=torch.float32)
         advantages = grpo.group_advantages(rewards, cfg.baseline, cfg.std_normalize)      # 4
         completions = [c for gr in groups for c in gr.completions]
@@ -301,8 +307,10 @@ class Trainer:
         t3 = time.perf_counter()
         timing.update(logprob_s=t1 - t0, train_s=t2 - t1, refit_s=t3 - t2, step_s=t3 - t_step)
         metrics = step_metrics(groups, advantages, train, timing, ds_rounds)
-        if self.judge is not None:
-            metrics.update(self.last_judge_metrics)
+        if counters:  # summed over the step's dynamic-sampling rounds
+            responses = max(counters.pop("rlhf/responses"), 1.0)
+            metrics.update({"rlhf/unscored_frac": counters.pop("rlhf/unscored") / responses,
+                            "rlhf/bonus_frac": counters.pop("rlhf/bonuses") / responses, **counters})
         # frac_zero_std counts the groups as sampled; after refilling, what was trained on
         metrics["train/frac_zero_std_after_refill"] = metrics["train/frac_zero_std"]
         metrics["train/frac_zero_std"] = zero_std_before

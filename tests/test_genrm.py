@@ -180,3 +180,45 @@ def test_synthetic_pairs_carry_the_arithmetic_and_a_verdict_per_answer():
             value = response.split("{")[1].split("}")[0]
             verdict = "wrong" if value != str(eval(question)) else ("right, short" if len(response) <= 16 else "right, long")  # noqa: S307
             assert note == f"{value} {verdict}"
+
+
+def test_trainer_judges_each_group_in_a_circle_and_returns_additive_counters():
+    """Trainer.judge_groups with a scripted judge: N calls per group of N, base
+    rewards from the judgements, zero-sum length control, counters that sum
+    over dynamic-sampling rounds."""
+    from types import SimpleNamespace
+
+    from environments.base import Score, Task
+    from rl.config import load_config
+    from rl.models import build_tokenizer
+    from rl.rollout import Completion
+    from rl.train import Group, Trainer
+
+    tok = build_tokenizer()
+    answers = [["\\boxed{4}", "\\boxed{4} Done.", "\\boxed{5}"], ["\\boxed{9}", "\\boxed{8}", "\\boxed{9}"]]
+    groups = [Group(Task(id=f"t{i}", env="math", messages=[{"role": "user", "content": "2+2"}], answer="4"),
+                    [1], [Completion(tok.encode(f"<think>x</think>{a}", add_special_tokens=False), [], False) for a in group],
+                    [Score(1.0 if "4}" in a else 0.0) for a in group])
+              for i, group in enumerate(answers)]
+    seen = []
+
+    class ScriptedJudge:  # the first answer is always better; the batch's last two comparisons fail
+        def judge(self, prompts):
+            seen.extend(prompts)
+            out = [Judgement(5, 2, 1) for _ in prompts[:-2]] + [None, None]
+            return out, {"judge/calls": float(len(prompts)), "judge/retries": 0.0, "judge/failures": 2.0}
+
+    cfg = load_config(None, ["rlhf.length_control.enabled=true", "rlhf.length_control.bonus=0.0"])
+    trainer = SimpleNamespace(tokenizer=tok, cfg=cfg, judge=ScriptedJudge())
+    counters = Trainer.judge_groups(trainer, groups)
+    assert len(seen) == 6  # N judge calls per group of N
+    assert "Answer 1:\n\\boxed{4}\nAnswer 2:\n\\boxed{4} Done." in seen[0][0]["content"]  # pair (0, 1)
+    assert "Answer 1:\n\\boxed{5}\nAnswer 2:\n\\boxed{4}" in seen[2][0]["content"]  # pair (2, 0)
+    judged = ([Judgement(5, 2, 1)] * 3, [Judgement(5, 2, 1), None, None])  # answer 3 of group 2: no score
+    assert counters == {"judge/calls": 6.0, "judge/retries": 0.0, "judge/failures": 2.0,
+                        "rlhf/responses": 6.0, "rlhf/unscored": 1.0, "rlhf/bonuses": 0.0}
+    for gr, j in zip(groups, judged):
+        base, _ = base_rewards(3, j)
+        assert [s.components["base"] for s in gr.scores] == base
+        assert abs(sum(s.reward for s in gr.scores) - sum(base)) < 1e-9  # length control is zero-sum
+        assert [s.components["verifier"] for s in gr.scores] == [1.0 if "4}" in a else 0.0 for a in answers[groups.index(gr)]]
