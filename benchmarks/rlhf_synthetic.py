@@ -38,7 +38,7 @@ def judge_agreement(judge_path: str, limit: int, backend: str) -> dict:
     from rl.models import check_model_dir
 
     judge_path = str(check_model_dir(judge_path, "judge"))
-    tasks = [t for t in load_tasks("genrm", {"math_levels": [1]}, "test")][:limit]
+    tasks = [t for t in load_tasks("genrm", {"math_levels": [1], "pairs_per_question": 8}, "test")][:limit]
     judge = Judge(backend, judge_path, max_new_tokens=112, retries=0, temperature=1.0)
     judgements, _ = judge.judge([t.messages for t in tasks])
     strict = [(j, Judgement(**t.answer)) for j, t in zip(judgements, tasks) if t.answer["score_1"] != t.answer["score_2"]]

@@ -62,14 +62,14 @@ def note(value: str, correct: bool, length: int, short: int = 16) -> str:
     return f"{value} right, {'short' if length <= short else 'long'}"
 
 
-def labelled_pairs(tasks: list, rng: random.Random) -> list[dict]:
-    """One labelled pair per math task: two answers, each right or wrong, short
-    or padded, with the reasoning a careful judge writes first (the task's
-    worked steps, then a note per answer)."""
+def labelled_pairs(tasks: list, rng: random.Random, per_task: int = 1) -> list[dict]:
+    """``per_task`` labelled pairs per math task: two answers, each right or
+    wrong, short or padded, with the reasoning a careful judge writes first
+    (the task's worked steps, then a note per answer)."""
     from verifiers.text import split_reasoning
 
     rows = []
-    for t in tasks:
+    for t, k in ((t, k) for t in tasks for k in range(per_task)):
         answers = []
         for _ in range(2):
             correct = rng.random() < 0.5
@@ -77,7 +77,7 @@ def labelled_pairs(tasks: list, rng: random.Random) -> list[dict]:
             answers.append((correct, value, answer_text(value, rng.choice(FILLERS))))
         (c1, v1, a1), (c2, v2, a2) = answers
         j = preference(c1, len(a1), c2, len(a2), rng)
-        rows.append({"id": f"pair-{t.id}", "conversation": t.messages, "response_1": a1, "response_2": a2,
+        rows.append({"id": f"pair-{t.id}" + (f"-{k}" if k else ""), "conversation": t.messages, "response_1": a1, "response_2": a2,
                      "score_1": j.score_1, "score_2": j.score_2, "ranking": j.ranking,
                      "analysis": split_reasoning(t.reference)[0] or "",
                      "notes": [note(v1, c1, len(a1)), note(v2, c2, len(a2))]})

@@ -172,6 +172,12 @@ def test_judge_reasoning_in_the_reference_follows_the_answers_when_swapped(tmp_p
 def test_synthetic_pairs_carry_the_arithmetic_and_a_verdict_per_answer():
     from environments.registry import make_environment
 
+    one, four = (make_environment("genrm", {"pairs_per_question": k}) for k in (1, 4))
+    for split in ("train", "test"):
+        assert len(four.tasks(split)) == 4 * len(one.tasks(split))
+        assert len({t.id for t in four.tasks(split)}) == len(four.tasks(split))
+    questions = {s: {t.meta["conversation"][0]["content"] for t in four.tasks(s)} for s in ("train", "test")}
+    assert not questions["train"] & questions["test"]
     env = make_environment("genrm", {"train_size": 40, "test_size": 10})
     for task in env.tasks("train"):
         question = task.meta["conversation"][0]["content"]

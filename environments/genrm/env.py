@@ -7,7 +7,9 @@ Pairs come from JSON-lines files (``data_files``: rows with
 ``conversation`` (messages) or ``prompt`` (text), ``response_1``,
 ``response_2``, ``score_1``, ``score_2``, ``ranking``), or from the built-in
 synthetic preference task (``reward_models.synthetic``: math questions,
-correct answers preferred, shorter preferred among correct).
+correct answers preferred, shorter preferred among correct;
+``pairs_per_question`` pairs per question, since single-digit arithmetic has
+fewer than 200 distinct questions).
 
 Optional reasoning for the judge's warm-up (its SFT reference becomes
 ``<think>{analysis} 1: {notes[0]} 2: {notes[1]}</think>{json}``): ``analysis``
@@ -35,10 +37,13 @@ class GenRMJudgeEnvironment(Environment):
 
     def __init__(self, data_files: dict[str, str] | None = None, math_levels: list[int] = (1,),
                  train_size: int = 4000, test_size: int = 200, seed: int = 0, c1: float = 10.0, c2: float = 1.0,
-                 swap: bool = True, require_think: bool = False):
+                 swap: bool = True, require_think: bool = False, pairs_per_question: int = 1):
         self.data_files = data_files or {}
         self.math = MathEnvironment(levels=list(math_levels), train_size=train_size, test_size=test_size, seed=seed)
         self.seed, self.c1, self.c2, self.swap, self.require_think = seed, c1, c2, swap, require_think
+        if pairs_per_question < 1:
+            raise ValueError(f"environments.genrm.pairs_per_question: expected >= 1, got {pairs_per_question}")
+        self.pairs_per_question = pairs_per_question
         self.min_reward = -c1  # an invalid judgement
 
     def tasks(self, split: str) -> list[Task]:
@@ -46,7 +51,7 @@ class GenRMJudgeEnvironment(Environment):
             path = self.data_files[split]
             tasks = read_jsonl(path, lambda row, lineno: self.task_from_row(row, f"{Path(path).stem}-{lineno}"))
         else:
-            rows = labelled_pairs(self.math.tasks(split), random.Random(f"{self.seed}-{split}"))
+            rows = labelled_pairs(self.math.tasks(split), random.Random(f"{self.seed}-{split}"), self.pairs_per_question)
             tasks = [self.task_from_row(row, row["id"]) for row in rows]
         if self.swap:
             tasks += [self.swapped(t) for t in tasks]
