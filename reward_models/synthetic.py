@@ -9,6 +9,7 @@ RLHF run should raise); ``labelled_pairs`` makes judge-training rows.
 
 from __future__ import annotations
 
+import itertools
 import random
 
 from reward_models.genrm import Judgement
@@ -69,7 +70,7 @@ def labelled_pairs(tasks: list, rng: random.Random, per_task: int = 1) -> list[d
     from verifiers.text import split_reasoning
 
     rows = []
-    for t, k in ((t, k) for t in tasks for k in range(per_task)):
+    for t, k in itertools.product(tasks, range(per_task)):
         answers = []
         for _ in range(2):
             correct = rng.random() < 0.5

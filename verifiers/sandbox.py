@@ -258,7 +258,6 @@ class BubblewrapSandbox(Sandbox):
             os.close(info_w)
             os.close(script_fd)
             self._reap(_namespace_init(info_r))
-            os.close(info_r)
 
     def _run_persistent(self, script: bytes, limits: Limits) -> Raw:
         start = time.monotonic()
@@ -291,7 +290,6 @@ class BubblewrapSandbox(Sandbox):
         finally:
             os.close(info_w)
         self._server_init = _namespace_init(info_r)  # with --as-pid-1: the server itself
-        os.close(info_r)
         return self._server
 
     def _stop_server(self) -> None:
@@ -377,10 +375,10 @@ def _bootstrap(limits: Limits) -> str:
 
 
 def _namespace_init(info_r: int) -> int | None:
-    """The host pid of the sandbox's PID-namespace init, from bwrap's --info-fd JSON."""
-    data = b""
-    while chunk := os.read(info_r, 4096):
-        data += chunk
+    """The host pid of the sandbox's PID-namespace init, from bwrap's --info-fd
+    JSON (read to its end; ``info_r`` is closed)."""
+    with open(info_r, "rb") as f:
+        data = f.read()
     try:
         return int(json.loads(data)["child-pid"])
     except (ValueError, KeyError, TypeError):
