@@ -1,15 +1,23 @@
 """The RLHF stage end to end on a preference task whose truth is known in code
 (reward_models/synthetic.py: a correct answer beats a wrong one; among
-correct answers the shorter wins).
+correct answers the shorter wins; environments/preference scores it).
 
-1. Train a tiny judge with the judge environment (configs/genrm_judge_tiny.yaml)
-   and measure how often it prefers the truly better answer on held-out pairs.
-2. RLHF the tiny math policy with that judge (configs/rlhf_genrm_tiny.yaml),
-   with length control (A) and without (B), from the same start.
-3. Print, for the start and both finals, on held-out questions: accuracy,
-   the true preference score, and mean reasoning / answer lengths.
+1. Train a tiny judge with the judge environment (configs/genrm_judge_tiny.yaml:
+   SFT on its labelled judgements, then GRPO with the GenRM reward) and measure
+   how often it prefers the truly better answer, on new pairs for the training
+   questions (what the RLHF run asks it about) and for held-out questions.
+2. RLHF the tiny policy with that judge (configs/rlhf_genrm_tiny.yaml), with
+   length control (A) and without (B), from the same start.
+3. Print, for the start and both finals: accuracy, the true preference score,
+   the fraction of long answers and mean answer / reasoning lengths.
 
-    python benchmarks/rlhf_synthetic.py --out runs/rlhf-synthetic [--judge-steps 20] [--rlhf-steps 30]
+    python benchmarks/rlhf_synthetic.py --out runs/rlhf-synthetic [--judge-model DIR] [--rlhf-steps 60]
+
+The judge's warm-up (2000 SFT steps) takes about 40 min on 2 CPU cores and
+2.5 min on one GPU; ``--judge-model`` starts the judge's GRPO from a warm-up
+made elsewhere, for example on a GPU::
+
+    rl model init INIT && rl sft INIT DIR --config configs/genrm_judge_tiny.yaml
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -30,16 +39,21 @@ def rl(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "rl.cli", *args], cwd=ROOT, env=env, check=True)
 
 
-def judge_agreement(judge_path: str, limit: int, backend: str) -> dict:
-    """On held-out labelled pairs: valid judgements and agreement with the true preference."""
-    from environments.registry import load_tasks
+def judge_agreement(judge_path: str, split: str, limit: int, backend: str, levels=(1,)) -> dict:
+    """On new labelled pairs for ``split``'s questions (a seed the judge never
+    trained on): valid judgements, and how often the judge prefers the truly
+    better answer where one is better."""
+    from environments.genrm.env import GenRMJudgeEnvironment
     from reward_models.genrm import Judgement
     from reward_models.judge import Judge
+    from reward_models.synthetic import labelled_pairs
     from rl.models import check_model_dir
 
-    judge_path = str(check_model_dir(judge_path, "judge"))
-    tasks = [t for t in load_tasks("genrm", {"math_levels": [1], "pairs_per_question": 8}, "test")][:limit]
-    judge = Judge(backend, judge_path, max_new_tokens=112, retries=0, temperature=1.0)
+    env = GenRMJudgeEnvironment(math_levels=list(levels))
+    rows = labelled_pairs(env.math.tasks(split), random.Random(f"agreement-{split}"), per_task=8)
+    random.Random(0).shuffle(rows)
+    tasks = [env.task_from_row(r, r["id"]) for r in rows[:limit]]
+    judge = Judge(backend, str(check_model_dir(judge_path, "judge")), max_new_tokens=112, retries=0, temperature=1.0)
     judgements, _ = judge.judge([t.messages for t in tasks])
     strict = [(j, Judgement(**t.answer)) for j, t in zip(judgements, tasks) if t.answer["score_1"] != t.answer["score_2"]]
     return {"pairs": len(tasks), "valid": sum(j is not None for j in judgements) / len(tasks),
@@ -47,54 +61,49 @@ def judge_agreement(judge_path: str, limit: int, backend: str) -> dict:
             / max(len(strict), 1)}
 
 
-def policy_report(model_path: str, limit: int, samples: int, backend: str) -> dict:
-    """Accuracy, true preference score and lengths of sampled answers on held-out math questions."""
+def policy_report(model_path: str, options: dict, split: str, samples: int, backend: str) -> dict:
+    """Accuracy, true preference score, long-answer fraction and lengths of sampled answers."""
     from transformers import AutoTokenizer
 
-    from environments.pool import EnvironmentPool
-    from environments.registry import load_tasks
-    from reward_models.synthetic import true_score
+    from environments.registry import make_environment
     from rl.models import check_model_dir
     from rl.rollout import RolloutWorker, SamplingSettings, prompt_token_ids
     from verifiers.text import split_reasoning
 
     path = str(check_model_dir(model_path))
     tok = AutoTokenizer.from_pretrained(path)
-    opts = {"levels": [1, 2, 3]}
-    tasks = load_tasks("math", opts, "test")[:limit]
+    env = make_environment("preference", options)
+    tasks = env.tasks(split)
     worker = RolloutWorker(backend, path, seed=1)
     groups = worker.generate([prompt_token_ids(tok, t.messages) for t in tasks],
-                             SamplingSettings(n=samples, max_new_tokens=48))
-    pool = EnvironmentPool({"math": opts}, path)
-    try:
-        flat = [c.token_ids for g in groups for c in g]
-        scores, _ = pool.score([t for t, g in zip(tasks, groups) for _ in g], flat)
-    finally:
-        pool.close()
-    parts = [split_reasoning(tok.decode(ids, skip_special_tokens=True)) for ids in flat]
-    answers = [a.strip() for _, a in parts]
-    n = len(flat)
-    return {"accuracy": sum(s.reward for s in scores) / n,
-            "true_preference": sum(true_score(s.reward >= 1, len(a)) for s, a in zip(scores, answers)) / n,
-            "answer_chars": sum(map(len, answers)) / n,
+                             SamplingSettings(n=samples, max_new_tokens=96))
+    texts = [(t, tok.decode(c.token_ids, skip_special_tokens=True)) for t, g in zip(tasks, groups) for c in g]
+    scores = [env.score(t, text) for t, text in texts]
+    env.close()
+    parts = [split_reasoning(text) for _, text in texts]
+    n = len(texts)
+    return {"questions": len(tasks), "accuracy": sum(s.components.get("correct", 0.0) for s in scores) / n,
+            "true_preference": sum(s.reward for s in scores) / n,
+            "long_answers": sum(s.components.get("short", 1.0) == 0.0 for s in scores) / n,
+            "answer_chars": sum(len((a or "").strip()) for _, a in parts) / n,
             "think_chars": sum(len(r or "") for r, _ in parts) / n}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/rlhf-synthetic")
+    ap.add_argument("--judge-model", help="the judge's warm-up, made elsewhere (default: the config's own SFT)")
     ap.add_argument("--judge-steps", type=int, default=20, help="GRPO steps of the judge (after its SFT)")
-    ap.add_argument("--judge-sft-steps", type=int, default=400)
-    ap.add_argument("--rlhf-steps", type=int, default=30)
-    ap.add_argument("--eval-tasks", type=int, default=200)
-    ap.add_argument("--samples", type=int, default=4)
+    ap.add_argument("--rlhf-steps", type=int, default=100)
+    ap.add_argument("--judge-pairs", type=int, default=400)
+    ap.add_argument("--samples", type=int, default=8, help="answers per question in the policy reports")
     ap.add_argument("--backend", default="vllm")
     args = ap.parse_args()
     out = Path(args.out)
     judge_run = out / "judge"
     if not (judge_run / "checkpoints").is_dir():
         rl("train", "configs/genrm_judge_tiny.yaml", f"run.dir={judge_run}", f"run.steps={args.judge_steps}",
-           f"run.checkpoint_every={args.judge_steps}", f"model.sft.steps={args.judge_sft_steps}")
+           f"run.checkpoint_every={args.judge_steps}", *([f"model.path={args.judge_model}"] if args.judge_model else []))
     runs = {"length_control": out / "rlhf_lc", "no_length_control": out / "rlhf_nolc"}
     for name, run in runs.items():
         if not (run / "checkpoints").is_dir():
@@ -104,21 +113,25 @@ def main() -> None:
     from rl.config import load_config
     from rl.sft import resolve_model
 
-    start = str(resolve_model(load_config(ROOT / "configs" / "rlhf_genrm_tiny.yaml",
-                                          [f"rlhf.judge.model_path={judge_run}"])))
-    report = {"judge": judge_agreement(str(judge_run), args.eval_tasks, args.backend),
-              "start": policy_report(start, args.eval_tasks, args.samples, args.backend)}
-    for name, run in runs.items():
-        report[name] = policy_report(str(run), args.eval_tasks, args.samples, args.backend)
+    cfg = load_config(ROOT / "configs" / "rlhf_genrm_tiny.yaml", [f"rlhf.judge.model_path={judge_run}"])
+    options = cfg.environments["preference"].options
+    policies = {"start": str(resolve_model(cfg)), **{name: str(run) for name, run in runs.items()}}
+    report = {"judge": {split: judge_agreement(str(judge_run), split, args.judge_pairs, args.backend)
+                        for split in ("train", "test")}}
+    for split in ("train", "test"):
+        report[split] = {name: policy_report(path, options, split, args.samples, args.backend)
+                         for name, path in policies.items()}
+    (out / "report.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
-    print(f"\n{'policy':<20}{'accuracy':>10}{'true pref':>11}{'answer ch':>11}{'think ch':>10}")
-    for name in ("start", *runs):
-        r = report[name]
-        print(f"{name:<20}{r['accuracy']:>10.3f}{r['true_preference']:>11.3f}{r['answer_chars']:>11.1f}"
-              f"{r['think_chars']:>10.1f}")
-    j = report["judge"]
-    print(f"\njudge: {j['valid']:.2f} valid judgements, prefers the truly better answer in "
-          f"{j['prefers_better']:.2f} of held-out pairs")
+    for split, title in (("train", "training questions"), ("test", "held-out questions")):
+        print(f"\n{title} ({report[split]['start']['questions']} questions x {args.samples} answers)")
+        print(f"{'policy':<20}{'accuracy':>10}{'true pref':>11}{'long ans':>10}{'answer ch':>11}{'think ch':>10}")
+        for name, r in report[split].items():
+            print(f"{name:<20}{r['accuracy']:>10.3f}{r['true_preference']:>11.3f}{r['long_answers']:>10.3f}"
+                  f"{r['answer_chars']:>11.1f}{r['think_chars']:>10.1f}")
+    for split, j in report["judge"].items():
+        print(f"judge on {split} questions: {j['valid']:.2f} valid judgements, prefers the truly better answer in "
+              f"{j['prefers_better']:.2f} of {j['pairs']} new pairs")
 
 
 if __name__ == "__main__":

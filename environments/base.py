@@ -76,6 +76,11 @@ class Environment(ABC):
     min_reward: float = 0.0
     """The reward of a failed sample (``rl env check`` expects it of ``wrong_completion``)."""
 
+    def reference_reward(self, task: "Task") -> float:
+        """What ``task.reference`` should earn (``rl env check``): ``max_reward`` unless
+        the environment's references are imperfect on purpose."""
+        return self.max_reward
+
     def __init__(self, **options: Any):
         if options:
             raise ValueError(

@@ -162,7 +162,7 @@ def check(name: str, options: dict | None = None, splits: tuple[str, ...] = ("tr
                 else:
                     good = env.score(task, task.reference)
                 times.append(time.perf_counter() - t)
-                if good.reward != env.max_reward:
+                if good.reward != env.reference_reward(task):
                     failures.append({"task": task.id, "case": "reference", "reward": good.reward,
                                      "reason": good.reason})
                 wrong = env.wrong_completion(task, rng.sample(tasks, min(len(tasks), 8)))

@@ -14,17 +14,19 @@ import random
 
 from reward_models.genrm import Judgement
 
+SHORT_ANSWER_CHARS = 16
+"""An answer (after the reasoning) of at most this many characters is short."""
 FILLERS = ["", "", " Done.", " That is the result.", " I checked it twice, so this is the final answer."]
 
 
-def helpfulness(correct: bool, length: int, short: int = 16) -> int:
+def helpfulness(correct: bool, length: int, short: int = SHORT_ANSWER_CHARS) -> int:
     """5: correct and short; 4: correct and long; 1: wrong."""
     if not correct:
         return 1
     return 5 if length <= short else 4
 
 
-def true_score(correct: bool, length: int, short: int = 16) -> float:
+def true_score(correct: bool, length: int, short: int = SHORT_ANSWER_CHARS) -> float:
     """The truth as a number in [0, 1]: 1 correct and short, 0.75 correct and long, 0 wrong."""
     return (helpfulness(correct, length, short) - 1) / 4
 
@@ -56,11 +58,13 @@ def wrong_value(gold: str, rng: random.Random) -> str:
     return str(n + rng.choice([-3, -2, -1, 1, 2, 3, 10]))
 
 
-def note(value: str, correct: bool, length: int, short: int = 16) -> str:
-    """What the judge's reasoning says about one answer: its value and verdict."""
+def note(value: str, gold: str, correct: bool, length: int, short: int = SHORT_ANSWER_CHARS) -> str:
+    """What the judge's reasoning says about one answer: its value next to the
+    worked result (so the comparison is between neighbouring characters, not
+    across the prompt), then the verdict."""
     if not correct:
-        return f"{value} wrong"
-    return f"{value} right, {'short' if length <= short else 'long'}"
+        return f"{value} vs {gold}: wrong"
+    return f"{value} vs {gold}: right, {'short' if length <= short else 'long'}"
 
 
 def labelled_pairs(tasks: list, rng: random.Random, per_task: int = 1) -> list[dict]:
@@ -81,5 +85,5 @@ def labelled_pairs(tasks: list, rng: random.Random, per_task: int = 1) -> list[d
         rows.append({"id": f"pair-{t.id}" + (f"-{k}" if k else ""), "conversation": t.messages, "response_1": a1, "response_2": a2,
                      "score_1": j.score_1, "score_2": j.score_2, "ranking": j.ranking,
                      "analysis": split_reasoning(t.reference)[0] or "",
-                     "notes": [note(v1, c1, len(a1)), note(v2, c2, len(a2))]})
+                     "notes": [note(v1, t.answer, c1, len(a1)), note(v2, t.answer, c2, len(a2))]})
     return rows

@@ -4,6 +4,8 @@ so that RL starts from a non-zero pass rate; and the built-in default model
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import random
@@ -16,17 +18,14 @@ from rl.models import builtin_model_key, cache_dir, check_model_dir, init_model
 log = logging.getLogger(__name__)
 
 
-def reference_examples(cfg: Config, tokenizer, num_examples: int, seed: int) -> list[dict]:
-    """Prompt/completion pairs from the train split of every environment with
-    references; a multi-turn reference gives one pair per model turn, its
-    prompt the conversation so far (tool responses from playing the episode)."""
+def reference_pairs(cfg: Config) -> list[tuple[list[dict], str]]:
+    """(conversation so far, reference completion) from the train split of every
+    environment with references; a multi-turn reference gives one pair per
+    model turn, its conversation played out (tool responses from the episode)."""
     from environments.base import MultiTurnEnvironment
     from environments.registry import make_environment
 
-    def prompt(messages: list[dict]) -> str:
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-
-    rows = []
+    pairs = []
     for name, env_cfg in cfg.environments.items():
         env = make_environment(name, env_cfg.options)
         try:
@@ -34,23 +33,33 @@ def reference_examples(cfg: Config, tokenizer, num_examples: int, seed: int) -> 
                 if not t.reference:
                     continue
                 if not isinstance(env, MultiTurnEnvironment):
-                    rows.append({"prompt": prompt(t.messages), "completion": t.reference})
+                    pairs.append((t.messages, t.reference))
                     continue
                 history = list(t.messages)
                 for message in env.play(t, env.reference_turns(t))[1]:
                     if message["role"] == "assistant":
-                        rows.append({"prompt": prompt(history), "completion": message["content"]})
+                        pairs.append((list(history), message["content"]))
                     history.append(message)
         finally:
             env.close()
-    if not rows:
+    if not pairs:
         raise ValueError("model.sft: no environment of this config provides reference solutions")
+    return pairs
+
+
+def reference_examples(cfg: Config, tokenizer, num_examples: int, seed: int,
+                       pairs: list[tuple[list[dict], str]] | None = None) -> list[dict]:
+    """``num_examples`` prompt/completion rows (shuffled, cycled) from ``reference_pairs``."""
+    pairs = reference_pairs(cfg) if pairs is None else pairs
+    rows = [{"prompt": tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False), "completion": c}
+            for m, c in pairs]
     rng = random.Random(seed)
     rng.shuffle(rows)
     return [rows[i % len(rows)] for i in range(num_examples)]
 
 
-def run_sft(model_path: str | Path, out_dir: str | Path, cfg: Config, sft: SFTConfig | None = None) -> Path:
+def run_sft(model_path: str | Path, out_dir: str | Path, cfg: Config, sft: SFTConfig | None = None,
+            pairs: list[tuple[list[dict], str]] | None = None) -> Path:
     """Fine-tune ``model_path`` on reference completions; save to ``out_dir``."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -61,7 +70,7 @@ def run_sft(model_path: str | Path, out_dir: str | Path, cfg: Config, sft: SFTCo
     out_dir = Path(out_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path)
-    data = Dataset.from_list(reference_examples(cfg, tokenizer, sft.num_examples, cfg.run.seed))
+    data = Dataset.from_list(reference_examples(cfg, tokenizer, sft.num_examples, cfg.run.seed, pairs))
     args = TRLSFTConfig(
         output_dir=str(out_dir / "_trainer"),
         max_steps=sft.steps,
@@ -101,7 +110,10 @@ def resolve_model(cfg: Config) -> Path:
     sft = cfg.model.sft
     # what the warm-up data depends on: not the env's ratio, time limit or reward source
     envs = {k: v.model_dump(exclude={"reward", "ratio", "timeout_s"}) for k, v in cfg.environments.items()}
-    fingerprint = {"sft": sft.model_dump(), "envs": envs, "seed": cfg.run.seed}
+    # and the references themselves, so that an environment whose code changed them gets a new warm-up
+    pairs = reference_pairs(cfg) if sft.steps > 0 else []
+    digest = hashlib.sha256(json.dumps(pairs, sort_keys=True).encode()).hexdigest()
+    fingerprint = {"sft": sft.model_dump(), "envs": envs, "seed": cfg.run.seed, "references": digest}
     target = cache_dir() / "models" / builtin_model_key(cfg.model.init, fingerprint)
     if (target / "config.json").is_file():
         return target
@@ -110,7 +122,7 @@ def resolve_model(cfg: Config) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     init_model(cfg.model.init, tmp / "init", seed=cfg.run.seed)
     if sft.steps > 0:
-        run_sft(tmp / "init", tmp / "sft", cfg)
+        run_sft(tmp / "init", tmp / "sft", cfg, pairs=pairs)
         built = tmp / "sft"
     else:
         built = tmp / "init"

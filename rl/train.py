@@ -224,7 +224,8 @@ class Trainer:
     def judge_groups(self, groups: list[Group]) -> dict[str, float]:
         """RLHF rewards (RECIPE.md sections 4-5): circular comparison of each group's
         answers by the judge, base rewards, then group-relative length control.
-        The verifier's reward stays in the components as ``verifier``. Returns
+        The verifier's reward stays in the components as ``verifier`` (its own
+        components as ``verifier/<name>``). Returns
         counters (judge calls, retries, failures; responses judged, left
         unscored, given the bonus) that add up over dynamic-sampling rounds."""
         if not groups:
@@ -251,7 +252,8 @@ class Trainer:
             else:
                 rewards, adj = base, [(0.0, 0.0, 0.0)] * n
             gr.scores = [Score(r, {"base": b, "think_adjustment": ta, "answer_adjustment": aa, "bonus": bo,
-                                   "verifier": s.reward, "think_chars": float(th), "answer_chars": float(an)})
+                                   "verifier": s.reward, "think_chars": float(th), "answer_chars": float(an),
+                                   **{f"verifier/{k}": v for k, v in s.components.items()}})
                          for r, b, (ta, aa, bo), s, th, an in zip(rewards, base, adj, gr.scores, think, answer)]
         metrics.update({"rlhf/responses": float(sum(len(p) for p in parts)), "rlhf/unscored": float(unscored),
                         "rlhf/bonuses": float(bonuses)})
@@ -386,6 +388,8 @@ def step_metrics(groups: list[Group], advantages: torch.Tensor, train: dict, tim
         m[f"train/verifier_reward_mean/{env}"] = sum(s.components["verifier"] for s in scores) / len(scores)
         m[f"rlhf/think_chars_mean/{env}"] = sum(s.components["think_chars"] for s in scores) / len(scores)
         m[f"rlhf/answer_chars_mean/{env}"] = sum(s.components["answer_chars"] for s in scores) / len(scores)
+        for key in sorted({k for s in scores for k in s.components if k.startswith("verifier/")}):
+            m[f"train/{key.replace('/', f'/{env}/', 1)}"] = sum(s.components.get(key, 0.0) for s in scores) / len(scores)
     for env in sorted({gr.task.env for gr in groups if gr.episode_metrics}):
         episodes = [em for gr in groups if gr.task.env == env for em in gr.episode_metrics or []]
         for key in sorted({k for em in episodes for k in em}):

@@ -147,3 +147,24 @@ def test_multi_turn_workplace_run_through_ray_and_vllm(tiny_model, tmp_path):
                     "train/reward_mean/workplace", "train/model_tokens_mean", "train/think_forced_frac"):
             assert key in row, key
         assert row["train/model_tokens_mean"] <= row["train/response_len_mean"]
+
+
+@pytest.mark.slow
+def test_rlhf_run_with_a_judge_actor_through_ray_and_vllm(tiny_model, tmp_path):
+    """configs/rlhf_genrm_tiny.yaml end to end with a judge that cannot judge (the
+    policy itself, which writes no JSON): every comparison is retried, counted as
+    failed, every response left unscored, and the run goes on, logging the
+    verifier's truth beside the judge's reward."""
+    run = tmp_path / "run"
+    r = run_rl("train", "configs/rlhf_genrm_tiny.yaml", f"model.path={tiny_model}",
+               f"rlhf.judge.model_path={tiny_model}", f"run.dir={run}", "run.steps=2", "run.checkpoint_every=2",
+               "rlhf.judge.retries=1", "grpo.prompts_per_step=4", "environments.preference.copies=1", timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = read_metrics(run / "metrics.jsonl")
+    assert [row["step"] for row in rows] == [1, 2]
+    for row in rows:
+        assert row["judge/calls"] == 2 * row["judge/failures"] > 0  # 16 comparisons, each asked twice
+        assert row["rlhf/unscored_frac"] == 1.0
+        assert 0.0 <= row["train/verifier_reward_mean/preference"] <= 1.0
+        assert 0.0 <= row["train/verifier/preference/correct"] <= 1.0
+        assert row["rlhf/answer_chars_mean/preference"] > 0

@@ -184,8 +184,42 @@ def test_synthetic_pairs_carry_the_arithmetic_and_a_verdict_per_answer():
         assert task.meta["analysis"] == f"{question}={eval(question)}"  # noqa: S307 - our own arithmetic
         for response, note in zip(task.meta["responses"], task.meta["notes"]):
             value = response.split("{")[1].split("}")[0]
-            verdict = "wrong" if value != str(eval(question)) else ("right, short" if len(response) <= 16 else "right, long")  # noqa: S307
-            assert note == f"{value} {verdict}"
+            gold = str(eval(question))  # noqa: S307 - our own arithmetic
+            verdict = "wrong" if value != gold else ("right, short" if len(response) <= 16 else "right, long")
+            assert note == f"{value} vs {gold}: {verdict}"
+
+
+def test_preference_environment_scores_the_truth_by_hand():
+    """1 correct and short, 0.75 correct and long (> 16 characters after the
+    reasoning), 0 wrong or unparseable; a padded reference earns what it is worth."""
+    from environments.registry import make_environment
+    from environments.tools import check
+
+    env = make_environment("preference", {"padded_references": 0.5, "copies": 4})
+    tasks = env.tasks("train")
+    copies = [t for t in tasks if t.messages[0]["content"] == "8+4"]
+    assert [(t.id, t.env, t.answer) for t in copies] == [(f"preference/8+4#{k}", "preference", "12") for k in range(4)]
+    assert len(tasks) == 4 * len(make_environment("preference", {"copies": 1}).tasks("train"))
+    task = copies[0]
+    cases = {"<think>8+4=12</think>\\boxed{12}": (1.0, None),
+             "<think>8+4=12</think>\\boxed{12} Done.": (1.0, None),  # 16 characters: still short
+             "<think>8+4=12</think>\\boxed{12} That is it.": (0.75, "answer longer than 16 characters"),
+             "<think>8+4=13</think>\\boxed{13}": (0.0, "wrong answer"),
+             "<think>8+4=12</think>12": (0.0, "format: no \\boxed{} answer")}
+    for completion, (reward, reason) in cases.items():
+        score = env.score(task, completion)
+        assert (score.reward, score.reason) == (reward, reason), completion
+    assert env.score(task, "<think>x</think>\\boxed{12} That is it.").components == {
+        "format": 1.0, "correct": 1.0, "short": 0.0, "answer_chars": 22.0}
+    padded = [t for t in tasks if not t.reference.endswith("}")]
+    assert 0.35 < len(padded) / len(tasks) < 0.65
+    assert {env.reference_reward(t) for t in padded} == {1.0, 0.75}
+    assert check("preference", {"padded_references": 0.5}, limit=50)["ok"]
+    assert all(t.reference.endswith("}") for t in make_environment("preference", {"padded_references": 0}).tasks("train"))
+    with pytest.raises(ValueError, match="environments.preference.padded_references"):
+        make_environment("preference", {"padded_references": 1.5})
+    with pytest.raises(ValueError, match="environments.preference.copies"):
+        make_environment("preference", {"copies": 0})
 
 
 def test_trainer_judges_each_group_in_a_circle_and_returns_additive_counters():
@@ -204,7 +238,7 @@ def test_trainer_judges_each_group_in_a_circle_and_returns_additive_counters():
     answers = [["\\boxed{4}", "\\boxed{4} Done.", "\\boxed{5}"], ["\\boxed{9}", "\\boxed{8}", "\\boxed{9}"]]
     groups = [Group(Task(id=f"t{i}", env="math", messages=[{"role": "user", "content": "2+2"}], answer="4"),
                     [1], [Completion(tok.encode(f"<think>x</think>{a}", add_special_tokens=False), [], False) for a in group],
-                    [Score(1.0 if "4}" in a else 0.0) for a in group])
+                    [Score(1.0 if "4}" in a else 0.0, {"format": 1.0}) for a in group])
               for i, group in enumerate(answers)]
     seen = []
 
@@ -228,3 +262,4 @@ def test_trainer_judges_each_group_in_a_circle_and_returns_additive_counters():
         assert [s.components["base"] for s in gr.scores] == base
         assert abs(sum(s.reward for s in gr.scores) - sum(base)) < 1e-9  # length control is zero-sum
         assert [s.components["verifier"] for s in gr.scores] == [1.0 if "4}" in a else 0.0 for a in answers[groups.index(gr)]]
+        assert all(s.components["verifier/format"] == 1.0 for s in gr.scores)

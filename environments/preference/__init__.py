@@ -1,0 +1,3 @@
+from environments.preference.env import PreferenceMathEnvironment
+
+__all__ = ["PreferenceMathEnvironment"]
