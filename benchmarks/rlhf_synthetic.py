@@ -94,7 +94,7 @@ def main() -> None:
     ap.add_argument("--out", default="runs/rlhf-synthetic")
     ap.add_argument("--judge-model", help="the judge's warm-up, made elsewhere (default: the config's own SFT)")
     ap.add_argument("--judge-steps", type=int, default=20, help="GRPO steps of the judge (after its SFT)")
-    ap.add_argument("--rlhf-steps", type=int, default=100)
+    ap.add_argument("--rlhf-steps", type=int, default=60)
     ap.add_argument("--judge-pairs", type=int, default=400)
     ap.add_argument("--samples", type=int, default=8, help="answers per question in the policy reports")
     ap.add_argument("--backend", default="vllm")
