@@ -78,8 +78,10 @@ def policy_report(model_path: str, options: dict, split: str, samples: int, back
     groups = worker.generate([prompt_token_ids(tok, t.messages) for t in tasks],
                              SamplingSettings(n=samples, max_new_tokens=96))
     texts = [(t, tok.decode(c.token_ids, skip_special_tokens=True)) for t, g in zip(tasks, groups) for c in g]
-    scores = [env.score(t, text) for t, text in texts]
-    env.close()
+    try:
+        scores = [env.score(t, text) for t, text in texts]
+    finally:
+        env.close()
     parts = [split_reasoning(text) for _, text in texts]
     n = len(texts)
     return {"questions": len(tasks), "accuracy": sum(s.components.get("correct", 0.0) for s in scores) / n,
