@@ -97,7 +97,7 @@ def scaffold(name: str, parent: str | Path = ".") -> Path:
             # rl train configs/{name}_tiny.yaml   (after: pip install -e .)
             run: {{name: {name}, steps: 20, checkpoint_every: 10}}
             rollout: {{max_new_tokens: 24}}
-            grpo: {{prompts_per_step: 16, group_size: 8, lr: 1.0e-4, warmup_steps: 2, micro_batch_size: 128}}
+            grpo: {{prompts_per_step: 16, group_size: 8, lr: 1.0e-4, warmup_steps: 2}}
             environments:
               {name}: {{ratio: 1.0}}
             ''',

@@ -24,6 +24,18 @@ class TrainBatch:
     def slice(self, start: int, stop: int) -> "TrainBatch":
         return TrainBatch(**{f.name: getattr(self, f.name)[start:stop] for f in fields(self)})
 
+    def slice_rows(self, index: torch.Tensor, width: int) -> "TrainBatch":
+        """The sequences ``index`` (a copy), per-token tensors cut to ``width`` positions."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)[index]
+            if f.name in ("completion_mask", "lp_gen"):
+                value = value[:, :width]
+            elif f.name in ("input_ids", "attention_mask"):
+                value = value[:, :width + 1]
+            out[f.name] = value.clone()
+        return TrainBatch(**out)
+
     def to(self, device) -> "TrainBatch":
         return TrainBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 

@@ -158,8 +158,6 @@ class GRPOConfig(_Section):
     """token: sum over all model tokens / their count (Nano); sequence: mean per sequence, then batch mean."""
     overlong_filter: bool = True
     """Completions cut at max_new_tokens get loss weight 0 (still in the baseline)."""
-    micro_batch_size: int = Field(64, ge=1)
-    """Sequences per forward/backward; gradients are accumulated to one step."""
     is_correction: ISCorrectionConfig = ISCorrectionConfig()
     kl: KLConfig = KLConfig()
     dynamic_sampling: DynamicSamplingConfig = DynamicSamplingConfig()
@@ -167,6 +165,44 @@ class GRPOConfig(_Section):
     """MoE: exclude router (gate) weights from the optimizer."""
     expert_bias_update_rate: float = Field(1e-3, ge=0)
     """u in bias_e += u * sign(mean_load - load_e) for aux-loss-free MoE balancing."""
+
+
+class PolicyConfig(_Section):
+    """How the policy trains: ranks, precision, micro-batches, memory (docs/scaling.md)."""
+
+    num_ranks: int = Field(1, ge=1)
+    """Data-parallel ranks (FSDP2 shards weights, gradients and Adam states over them):
+    one GPU each on a GPU cluster, one process each on CPU (gloo)."""
+    compute_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Forward/backward dtype; master weights, Adam states and gradient reduction stay fp32.
+    auto: bfloat16 on GPUs, float32 on CPUs (faster there, and the engines' dtype: see docs/status.md)."""
+    max_tokens_per_microbatch: int = Field(16384, ge=1)
+    """Token budget of one forward/backward (padding included when not packed); gradients
+    accumulate over micro-batches to one optimizer step."""
+    packing: Literal["auto", "on", "off"] = "auto"
+    """Concatenate sequences into one row with restarting positions (no padding, no attention
+    across sequences). auto: pack unless the model has recurrent (Mamba) layers."""
+    pad_to_multiple_of: int = Field(1, ge=1)
+    """Round each packed row up to a multiple of this (pad tokens, never scored): fewer distinct
+    shapes for compiled attention kernels (flex attention recompiles per shape)."""
+    attn_implementation: str | None = None
+    """transformers attention kernel (``sdpa``, ``flex_attention``, ``flash_attention_2``); None: the default."""
+    activation_checkpointing: bool = False
+    """Recompute each decoder layer's activations in the backward pass: far less memory, about
+    one more forward of compute."""
+    cpu_offload: bool = False
+    """Keep sharded weights, gradients and Adam states in CPU memory (FSDP2 CPUOffloadPolicy)."""
+    logprob_impl: Literal["chunked", "liger"] = "chunked"
+    """Log-probs through the head in checkpointed chunks (plain torch), or Liger-Kernel's fused
+    linear cross-entropy (CUDA, ``liger-kernel`` installed)."""
+    logprob_chunk_size: int = Field(4096, ge=1)
+    """Positions per head chunk: one chunk's [chunk x vocab] fp32 logits exist at a time."""
+    refit_bucket_mb: int = Field(256, ge=1)
+    """Weights are gathered and sent to the engines in buckets of about this many MiB."""
+    refit_transport: Literal["auto", "shm", "cuda_ipc", "object_store"] = "auto"
+    """How buckets reach the engines (``rl.refit``): shared memory (CPU, one node), CUDA IPC
+    (GPU, one node), Ray's object store (across nodes). auto: tensors passed directly to an
+    in-process engine, else cuda_ipc on GPUs and shm on CPUs."""
 
 
 class EnvironmentConfig(_Section):
@@ -259,6 +295,11 @@ class RayConfig(_Section):
     """CPUs of the local cluster (None: all)."""
     enabled: bool = True
     """False runs every component in the driver process (debugging, tests)."""
+    placement: Literal["auto", "colocated", "split", "cpu"] = "auto"
+    """GPUs of the policy ranks and rollout engines (docs/scaling.md). colocated: rank i and
+    engine i share GPU i, vLLM sleeping while the trainer works (policy.num_ranks GPUs;
+    rollout.num_workers <= policy.num_ranks); split: a GPU each for every rank, engine and
+    the judge; cpu: no GPUs; auto: colocated when the cluster has GPUs, cpu otherwise."""
 
 
 class WandbConfig(_Section):
@@ -274,6 +315,7 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     rollout: RolloutConfig = RolloutConfig()
     grpo: GRPOConfig = GRPOConfig()
+    policy: PolicyConfig = PolicyConfig()
     environments: dict[str, EnvironmentConfig] = Field(
         default_factory=lambda: {"math": EnvironmentConfig()}
     )
@@ -289,6 +331,9 @@ class Config(_Section):
         judged = [n for n, e in self.environments.items() if e.reward == "genrm"]
         if judged and not self.rlhf.judge.model_path:
             raise ValueError(f"rlhf.judge.model_path: required, environments {judged} have reward: genrm")
+        if self.policy.num_ranks > 1 and not self.ray.enabled:
+            raise ValueError(f"policy.num_ranks={self.policy.num_ranks} needs ray.enabled=true "
+                             "(one actor per rank); in-process runs have one rank")
         return self
 
 

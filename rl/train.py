@@ -5,15 +5,19 @@
         2. groups     = rollout.generate(tasks, G)            token ids + lp_gen, current weights
         3. scores     = environments.score(groups)            reward + components (+ reason)
         4. advantages = group_advantages(rewards)             leave-one-out, std-normalised
-        5. lp_old     = policy.logprobs(batch)                trainer's recomputation
-        6-9.            policy.train_step(batch, lp_old)      clipped surrogate, IS correction, AdamW
-        10.             rollout.refit(policy weights)
+        5-9.            policy.train_step(batch)              lp_old from the training forward itself
+                                                              (one update per step), clipped surrogate,
+                                                              IS correction, AdamW; on every policy rank
+        10.             refit()                               weights to the engines in memory, by bucket
+
+The policy is ``policy.num_ranks`` rank actors in one torch.distributed
+group (FSDP2, ``rl.parallel``); ``ray.placement`` gives them and the engines
+their GPUs (``rl.cluster``). Colocated on GPUs, the engines sleep during 5-9.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 from dataclasses import dataclass
@@ -30,11 +34,13 @@ from environments.registry import load_tasks
 from rl import grpo
 from rl.batch import collate
 from rl.checkpoint import latest_checkpoint, load_state, save_checkpoint
-from rl.cluster import Cluster, gather
+from rl.cluster import ActorGroup, Cluster, gather
 from rl.config import Config, load_config, save_config
 from rl.models import check_model_dir
 from rl.episodes import EpisodeLimits, ReasoningControl, Trajectory, TurnGenerator, run_episodes
+from rl.parallel import RankGroup, free_port
 from rl.policy import PolicyWorker
+from rl.refit import choose_transport
 from rl.rollout import Completion, RolloutWorker, SamplingSettings, context_length, prompt_token_ids
 from rl.sft import resolve_model
 from rl.tracking import MetricsLog
@@ -91,19 +97,31 @@ class Trainer:
 
         self.cluster = Cluster(cfg.ray)
         ro = cfg.rollout
+        self.judged = {n for n, e in cfg.environments.items() if e.reward == "genrm"}
+        placement = self.cluster.place(cfg.ray.placement, cfg.policy.num_ranks, ro.num_workers, bool(self.judged))
+        log.info("placement: %s", placement.mode)
         self.rollout = [
             self.cluster.spawn(RolloutWorker, ro.backend, policy_path, dtype=cfg.model.dtype,
                                seed=cfg.run.seed + i + 1000 * self.start_step, kv_cache_gib=ro.kv_cache_gib,
                                gpu_memory_utilization=ro.gpu_memory_utilization, enforce_eager=ro.enforce_eager,
-                               max_model_len=self.max_model_len)
+                               max_model_len=self.max_model_len, sleep_mode=placement.mode == "colocated",
+                               slot=placement.engines[i])
             for i in range(ro.num_workers)
         ]
-        self.policy = self.cluster.spawn(PolicyWorker, policy_path, cfg.grpo, dtype=cfg.model.dtype,
-                                         seed=cfg.run.seed, trainer_state=trainer_state)
+        n, master = cfg.policy.num_ranks, self.cluster.address_of(placement.policy[0])
+        port = free_port() if n > 1 else 0
+        self.policy = ActorGroup([
+            self.cluster.spawn(PolicyWorker, policy_path, cfg.grpo, cfg.policy, temperature=ro.temperature,
+                               seed=cfg.run.seed, rank=RankGroup(r, n, master, port), trainer_state=trainer_state,
+                               slot=placement.policy[r])
+            for r in range(n)
+        ])
+        gpu = placement.gpus or (not self.cluster.remote and torch.cuda.is_available())
+        self.refit_transport = choose_transport(
+            cfg.policy.refit_transport, in_process=not self.cluster.remote and ro.backend == "transformers", gpu=gpu)
         self.envs = self.cluster.spawn(EnvironmentPool, env_specs, self.model_path,
                                        timeouts={n: e.timeout_s for n, e in cfg.environments.items()})
         self.multi_turn: dict[str, bool] = self.envs.multi_turn_environments()
-        self.judged = {n for n, e in cfg.environments.items() if e.reward == "genrm"}
         self.judge = None
         if self.judged:
             jc = cfg.rlhf.judge
@@ -112,7 +130,7 @@ class Trainer:
                 Judge, jc.backend, judge_path, max_new_tokens=jc.max_new_tokens,
                 temperature=jc.temperature, retries=jc.retries, seed=cfg.run.seed + 7, dtype=cfg.model.dtype,
                 kv_cache_gib=jc.kv_cache_gib, gpu_memory_utilization=jc.gpu_memory_utilization,
-                enforce_eager=ro.enforce_eager, max_model_len=context_length(judge_path))
+                enforce_eager=ro.enforce_eager, max_model_len=context_length(judge_path), slot=placement.judge)
         settings = SamplingSettings(n=1, max_new_tokens=ro.max_new_tokens, temperature=ro.temperature,
                                     top_p=ro.top_p)
         self.turn = TurnGenerator.for_tokenizer(self.generate, settings, self.tokenizer,
@@ -126,7 +144,6 @@ class Trainer:
             if "plateau" in state:
                 self.plateau.load_state_dict(state["plateau"])
                 self.reprofiles = state.get("reprofiles", 0)
-        self.refit_path = _refit_path(run_dir)
         self.metrics = MetricsLog(run_dir, cfg, resume_step=self.start_step - 1 if resume else None)
 
     # ------------------------------------------------------------ sampling
@@ -300,14 +317,13 @@ class Trainer:
                         [c.truncated for c in completions], advantages.flatten().tolist(),
                         pad_id=self.tokenizer.pad_token_id,
                         model_token_masks=[c.mask or [1] * len(c.token_ids) for c in completions])
-        t0 = time.perf_counter()
-        lp_old = self.policy.logprobs(batch)                                            # 5
         t1 = time.perf_counter()
-        train = self.policy.train_step(batch, lp_old)                                   # 6-9
+        self.engines("sleep")  # colocated on GPUs: free the engines' memory for the trainer
+        train = self.policy.train_step(batch)                                           # 5-9
         t2 = time.perf_counter()
         self.refit()                                                                    # 10
         t3 = time.perf_counter()
-        timing.update(logprob_s=t1 - t0, train_s=t2 - t1, refit_s=t3 - t2, step_s=t3 - t_step)
+        timing.update(train_s=t2 - t1, refit_s=t3 - t2, step_s=t3 - t_step, refit_frac=(t3 - t2) / (t3 - t_step))
         metrics = step_metrics(groups, advantages, train, timing, ds_rounds)
         if counters:  # summed over the step's dynamic-sampling rounds
             responses = max(counters.pop("rlhf/responses"), 1.0)
@@ -325,9 +341,19 @@ class Trainer:
             metrics["curriculum/reprofiles"] = float(self.reprofiles)
         return metrics
 
+    def engines(self, method: str, *args) -> list:
+        """Call ``method`` on every rollout engine at once."""
+        return gather([w.submit(method, *args) for w in self.rollout])
+
     def refit(self) -> None:
-        path = self.policy.export_weights(self.refit_path, checkpoint_format=self.cfg.rollout.backend == "vllm")
-        gather([w.submit("refit", path) for w in self.rollout])
+        """The policy's weights to every engine, one bucket at a time (``rl.refit``):
+        vLLM reads checkpoint names, the transformers engine the model's own."""
+        self.engines("wake_up", ["weights"])
+        self.policy.refit_start(self.refit_transport, self.cfg.rollout.backend == "vllm", self.cfg.model.dtype)
+        while (handle := self.policy.refit_next()) != "done":
+            self.engines("load_bucket", handle)
+        self.engines("finish_refit")
+        self.engines("wake_up", ["kv_cache"])
 
     # ----------------------------------------------------------------- run
 
@@ -352,12 +378,12 @@ class Trainer:
 
     def close(self) -> None:
         self.metrics.close()
-        try:
-            self.envs.close()
-        except Exception:  # noqa: BLE001 - best effort at shutdown
-            pass
+        for component in (self.envs, self.policy):
+            try:
+                component.close()
+            except Exception:  # noqa: BLE001 - best effort at shutdown
+                pass
         self.cluster.shutdown()
-        Path(self.refit_path).unlink(missing_ok=True)
 
 
 def step_metrics(groups: list[Group], advantages: torch.Tensor, train: dict, timing: dict,
@@ -449,12 +475,6 @@ def _split(items: list, n: int) -> list[list]:
 
 def _tuple_state(state):
     return tuple(_tuple_state(s) if isinstance(s, list) else s for s in state)
-
-
-def _refit_path(run_dir: Path) -> str:
-    shm = Path("/dev/shm")
-    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else run_dir
-    return str(base / f"rl-refit-{os.getpid()}-{abs(hash(str(run_dir.resolve()))) % 10**8}.safetensors")
 
 
 def new_run_dir(cfg: Config) -> Path:

@@ -1,0 +1,150 @@
+"""Refit (step 10): the policy's new weights into the rollout engines, in memory.
+
+The policy's rank 0 gathers the sharded weights a bucket at a time
+(``PolicyWorker.weight_buckets``); a transport turns each bucket into a small
+picklable *handle* that says where its bytes are; every engine opens the
+handle, stages the tensors, and loads them all in one call after the last
+bucket (``RolloutWorker.begin_refit / load_bucket / finish_refit``). No file
+is written and no rank holds more than one bucket of full tensors.
+
+Transports (``policy.refit_transport``):
+
+- ``direct``: the tensors themselves; engines in the trainer's own process
+  (``ray.enabled=false`` with the transformers backend).
+- ``shm``: one POSIX shared-memory segment (``/dev/shm``), reused for every
+  bucket and grown when a bucket is larger; any process of the node attaches
+  to it by name. CPU hosts.
+- ``cuda_ipc``: CUDA IPC handles of the gathered GPU tensors
+  (``torch.multiprocessing.reductions``); an engine on the same GPU maps them
+  without a copy, one on another GPU of the node copies peer to peer. GPU
+  hosts, one node.
+- ``object_store``: Ray's object store (``ray.put``); the one that crosses
+  nodes.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from multiprocessing import resource_tracker, shared_memory
+
+import torch
+
+TRANSPORTS = ("direct", "shm", "cuda_ipc", "object_store")
+
+
+@dataclass(frozen=True)
+class Handle:
+    """One bucket in transit: the transport, and what it needs to find the tensors."""
+
+    transport: str
+    payload: object
+    names: tuple[str, ...]
+
+
+def choose_transport(setting: str, *, in_process: bool, gpu: bool) -> str:
+    """``auto``: direct in-process, CUDA IPC from GPU ranks, shared memory on CPU."""
+    if setting != "auto":
+        return setting
+    if in_process:
+        return "direct"
+    return "cuda_ipc" if gpu else "shm"
+
+
+class Sender:
+    """The policy rank 0's side: ``send(bucket)`` -> Handle. Keeps what a handle
+    points at alive until the next ``send`` or ``close``."""
+
+    def __init__(self, transport: str):
+        if transport not in TRANSPORTS:
+            raise ValueError(f"policy.refit_transport: unknown transport {transport!r}; one of {TRANSPORTS}")
+        self.transport = transport
+        self._shm: shared_memory.SharedMemory | None = None
+        self._alive: object = None
+
+    def send(self, bucket: list[tuple[str, torch.Tensor]]) -> Handle:
+        names = tuple(n for n, _ in bucket)
+        if self.transport == "direct":
+            payload = [t for _, t in bucket]
+        elif self.transport == "shm":
+            payload = self._to_shm([t for _, t in bucket])
+        elif self.transport == "cuda_ipc":
+            from torch.multiprocessing.reductions import reduce_tensor
+
+            tensors = [t.contiguous() for _, t in bucket]
+            if any(not t.is_cuda for t in tensors):
+                raise ValueError("policy.refit_transport=cuda_ipc needs the policy on GPUs; use shm on CPU hosts")
+            self._alive = tensors
+            payload = [reduce_tensor(t) for t in tensors]
+        else:
+            import ray
+
+            self._alive = ray.put([t.cpu() for _, t in bucket])
+            payload = self._alive
+        return Handle(self.transport, payload, names)
+
+    def _to_shm(self, tensors: list[torch.Tensor]) -> dict:
+        layout, offset = [], 0
+        for t in tensors:
+            nbytes = t.numel() * t.element_size()
+            layout.append((str(t.dtype).removeprefix("torch."), tuple(t.shape), offset, nbytes))
+            offset += -(-nbytes // 64) * 64  # 64-byte aligned
+        if self._shm is None or self._shm.size < offset:
+            self._close_shm()
+            self._shm = shared_memory.SharedMemory(name=f"rl-refit-{secrets.token_hex(6)}", create=True,
+                                                   size=max(offset, 1))
+        buf = self._shm.buf
+        for t, (_, _, start, nbytes) in zip(tensors, layout):
+            view = torch.frombuffer(buf, dtype=t.dtype, count=t.numel(), offset=start) if nbytes else None
+            if view is not None:
+                view.copy_(t.detach().reshape(-1))
+        return {"name": self._shm.name, "layout": layout}
+
+    def _close_shm(self) -> None:
+        if self._shm is not None:
+            self._shm.close()
+            self._shm.unlink()
+            self._shm = None
+
+    def close(self) -> None:
+        self._close_shm()
+        self._alive = None
+
+
+def receive(handle: Handle, device: torch.device | str = "cpu") -> list[tuple[str, torch.Tensor]]:
+    """The engine's side: the bucket's tensors, copied onto ``device`` (never views
+    of memory the sender reuses for the next bucket)."""
+    if handle.transport == "direct":
+        tensors = [t.to(device, copy=True) for t in handle.payload]
+    elif handle.transport == "shm":
+        tensors = _from_shm(handle.payload, device)
+    elif handle.transport == "cuda_ipc":
+        from torch.multiprocessing.reductions import rebuild_cuda_tensor  # noqa: F401 (the rebuild functions)
+
+        tensors = [fn(*args).to(device, copy=True) for fn, args in handle.payload]
+    elif handle.transport == "object_store":
+        import ray
+
+        tensors = [t.to(device, copy=True) for t in ray.get(handle.payload)]
+    else:
+        raise ValueError(f"refit: unknown transport {handle.transport!r}")
+    return list(zip(handle.names, tensors))
+
+
+def _from_shm(payload: dict, device) -> list[torch.Tensor]:
+    shm = shared_memory.SharedMemory(name=payload["name"])
+    # Attaching registers the segment with this process's resource tracker, which
+    # would unlink it (and warn) when this process exits; the sender owns it.
+    resource_tracker.unregister(shm._name, "shared_memory")  # noqa: SLF001
+    flat = None
+    try:
+        out = []
+        for dtype, shape, offset, nbytes in payload["layout"]:
+            dt = getattr(torch, dtype)
+            count = nbytes // torch.empty((), dtype=dt).element_size()
+            flat = torch.frombuffer(shm.buf, dtype=dt, count=count, offset=offset) if count else torch.empty(0, dtype=dt)
+            out.append(flat.reshape(shape).to(device, copy=True))
+        return out
+    finally:
+        flat = None  # release the exported buffer before closing  # noqa: F841
+        shm.close()
