@@ -181,7 +181,9 @@ class PolicyConfig(_Section):
     accumulate over micro-batches to one optimizer step."""
     packing: Literal["auto", "on", "off"] = "auto"
     """Concatenate sequences into one row with restarting positions (no padding, no attention
-    across sequences). auto: pack unless the model has recurrent (Mamba) layers."""
+    across sequences), or pad length-sorted sequences (plain causal attention). auto: pack
+    with a variable-length attention kernel (flash_attention_2/3, flex_attention) unless the
+    model has recurrent (Mamba) layers; pad otherwise (faster with SDPA)."""
     pad_to_multiple_of: int = Field(1, ge=1)
     """Round each packed row up to a multiple of this (pad tokens, never scored): fewer distinct
     shapes for compiled attention kernels (flex attention recompiles per shape)."""
@@ -190,6 +192,9 @@ class PolicyConfig(_Section):
     activation_checkpointing: bool = False
     """Recompute each decoder layer's activations in the backward pass: far less memory, about
     one more forward of compute."""
+    compile: bool = False
+    """torch.compile each decoder layer: fused norms, rotary and activations (faster on GPUs;
+    the first step pays the compilation)."""
     cpu_offload: bool = False
     """Keep sharded weights, gradients and Adam states in CPU memory (FSDP2 CPUOffloadPolicy)."""
     logprob_impl: Literal["chunked", "liger"] = "chunked"

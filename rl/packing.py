@@ -9,8 +9,11 @@ micro-batches of at most ``max_tokens`` tokens each:
   varlen kernels (flash attention), so attention never crosses a sequence
   boundary and no padding is computed;
 - **padded** (models that cannot pack: Mamba layers carry state across the
-  row): the sequences are right-padded to the longest of the micro-batch,
-  and the budget counts the padding.
+  row; or ``policy.packing=off``): the sequences, sorted by length, are
+  right-padded to the longest of the micro-batch, and the budget counts the
+  padding. No attention mask is passed: every layer is causal, so a real
+  token never sees the pads after it, and attention runs as plain causal
+  attention (SDPA's flash kernel) instead of a masked one.
 
 Every micro-batch carries its own sequences' training tensors (completion
 mask, lp_gen, advantages, truncation; ``data``) and the map from the model's
@@ -39,9 +42,9 @@ class MicroBatch:
     input_ids: torch.Tensor
     """[1, T] packed, or [n, L] padded."""
     position_ids: torch.Tensor
-    """Same shape as input_ids; restarts at 0 for every packed sequence."""
-    attention_mask: torch.Tensor | None
-    """[n, L] when padded; None when packed (the positions define the blocks)."""
+    """Same shape as input_ids; restarts at 0 for every packed sequence. No attention
+    mask travels: packed, the restarting positions define the blocks; padded, the pads
+    come after each row's tokens, which causal layers never look ahead to."""
     src: torch.Tensor
     """[P] flat positions of ``input_ids`` whose next token is scored."""
     targets: torch.Tensor
@@ -133,13 +136,12 @@ def build(batch: TrainBatch, seqs: list[int], packed: bool, pad_id: int, pad_to_
             positions = torch.cat([positions, torch.arange(padded_total - total)])
         src = offsets[rows] + cols
         real = torch.arange(ids.numel()) < total
-        return MicroBatch(index, ids[None], positions[None], None, src, ids[src + 1], rows, cols, data, real)
+        return MicroBatch(index, ids[None], positions[None], src, ids[src + 1], rows, cols, data, real)
     ids = batch.input_ids[index, :width]
-    attention = batch.attention_mask[index, :width]
-    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    real = batch.attention_mask[index, :width].flatten().bool()
+    positions = torch.arange(width).expand(len(seqs), width)
     src = rows * width + cols
-    return MicroBatch(index, ids, positions, attention, src, ids.flatten()[src + 1], rows, cols, data,
-                      attention.flatten().bool())
+    return MicroBatch(index, ids, positions, src, ids.flatten()[src + 1], rows, cols, data, real)
 
 
 def _empty(batch: TrainBatch, pad_id: int) -> MicroBatch:
@@ -150,7 +152,7 @@ def _empty(batch: TrainBatch, pad_id: int) -> MicroBatch:
     data.completion_mask.zero_()
     ids = torch.full((1, 1), pad_id, dtype=torch.long)
     zero = torch.zeros(1, dtype=torch.long)
-    return MicroBatch(torch.zeros(0, dtype=torch.long), ids, torch.zeros_like(ids), None, zero,
+    return MicroBatch(torch.zeros(0, dtype=torch.long), ids, torch.zeros_like(ids), zero,
                       torch.full((1,), pad_id, dtype=torch.long), zero, zero, data, torch.zeros(1, dtype=torch.bool))
 
 

@@ -106,6 +106,18 @@ def apply_ac(model: nn.Module) -> int:
     return len(layers)
 
 
+def apply_compile(model: nn.Module) -> int:
+    """``torch.compile`` each decoder layer (as torchtitan does, before sharding):
+    the norms, rotary embedding, activation and residual adds fuse into few
+    kernels. Layers share their code, so one compilation serves all of them;
+    shapes that vary between micro-batches are marked dynamic after the first
+    change. Returns the number of layers compiled."""
+    layers = decoder_layers(model)
+    for layer in layers:
+        layer.compile(dynamic=None)  # in place: parameter names keep no ``_orig_mod`` prefix
+    return len(layers)
+
+
 def mixed_precision(device: torch.device, compute_dtype: torch.dtype):
     """fp32 master weights (the parameters as stored and optimized), ``compute_dtype``
     for forward and backward, fp32 gradient reduction."""

@@ -12,7 +12,8 @@ gathers the sharded weights a bucket at a time for the refit (step 10) and for
 checkpoints.
 
 Set-up order (torchtitan's): load fp32 -> freeze routers -> apply_ac ->
-apply_fsdp (bf16 compute on GPU, fp32 reduction) -> AdamW (fp32 states).
+apply_compile -> apply_fsdp (bf16 compute on GPU, fp32 reduction) -> AdamW
+(fp32 states, fused on GPU).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from rl.batch import TrainBatch
 from rl.config import GRPOConfig, PolicyConfig
 from rl.logprobs import token_logprobs
 from rl.packing import MicroBatch, build, can_pack, plan
-from rl.parallel import RankGroup, all_reduce_sum, apply_ac, apply_fsdp, decoder_layers, full_tensor, init_rank
+from rl.parallel import (RankGroup, all_reduce_sum, apply_ac, apply_compile, apply_fsdp, decoder_layers, full_tensor,
+                         init_rank)
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,10 @@ class ExpertLoads:
         return {"moe/max_over_mean_load": max(imbalance)} if imbalance else {}
 
 
+# Attention kernels that take packed rows without a dense [T, T] mask.
+VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3", "flex_attention")
+
+
 class PolicyModel(torch.nn.Module):
     """The causal LM as the trainer uses it, and the root that FSDP shards last:
     hidden states at the scored positions, then their log-probs and entropies
@@ -94,8 +100,7 @@ class PolicyModel(torch.nn.Module):
 
     def forward(self, mb: MicroBatch, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """(lp, entropy) in the micro-batch's [n, L-1] layout, 0 off the scored positions."""
-        out = self.lm.get_decoder()(input_ids=mb.input_ids, position_ids=mb.position_ids,
-                                    attention_mask=mb.attention_mask, use_cache=False)
+        out = self.lm.get_decoder()(input_ids=mb.input_ids, position_ids=mb.position_ids, use_cache=False)
         hidden = out.last_hidden_state
         hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, mb.src)
         lp, entropy = token_logprobs(hidden, self.lm.get_output_embeddings(), mb.targets, temperature,
@@ -139,6 +144,8 @@ class PolicyWorker:
         self.cfg, self.pcfg = grpo_cfg, policy_cfg or PolicyConfig()
         self.rank, self.temperature = rank, temperature
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
         init_rank(rank, self.device)
         torch.manual_seed(seed)
         # Kept in memory: a later save must not read the folder this run started
@@ -156,8 +163,9 @@ class PolicyWorker:
         self.packed = self._packing(lm)
         self.model = self._shard(lm)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        # fused: one kernel per step on GPUs, without foreach's parameter-sized temporaries
         self.optimizer = torch.optim.AdamW(self.params, lr=grpo_cfg.lr, betas=grpo_cfg.adam_betas,
-                                           weight_decay=grpo_cfg.weight_decay)
+                                           weight_decay=grpo_cfg.weight_decay, fused=self.device.type == "cuda")
         warmup = grpo_cfg.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup > 0 else 1.0)
@@ -170,19 +178,26 @@ class PolicyWorker:
         self._sender, self._buckets = None, None
 
     def _packing(self, lm) -> bool:
+        """``policy.packing``: auto packs where it pays, with a variable-length attention
+        kernel (flash / flex attention); with SDPA the dense block mask of a packed row
+        is slower than padding length-sorted sequences (docs/scaling.md)."""
         setting = self.pcfg.packing
         able = can_pack(lm)
         if setting == "on" and not able:
             raise ValueError(f"policy.packing=on: {type(lm).__name__} has recurrent (Mamba) layers, whose state "
                              "would run from one packed sequence into the next; use packing=auto or off")
-        if setting == "auto" and not able and self.rank.is_main:
-            log.info("policy: %s cannot pack sequences (recurrent layers); micro-batches are padded "
-                     "within the token budget instead", type(lm).__name__)
-        return able and setting != "off"
+        if setting == "auto":
+            if not able and self.rank.is_main:
+                log.info("policy: %s cannot pack sequences (recurrent layers); micro-batches are padded "
+                         "within the token budget instead", type(lm).__name__)
+            return able and lm.config._attn_implementation in VARLEN_ATTENTION
+        return able and setting == "on"
 
     def _shard(self, lm, checkpointing: bool | None = None) -> PolicyModel:
         if self.pcfg.activation_checkpointing if checkpointing is None else checkpointing:
             apply_ac(lm)
+        if self.pcfg.compile:
+            apply_compile(lm)
         if not self.pcfg.cpu_offload:
             lm.to(self.device)
         root = PolicyModel(lm, self.pcfg.logprob_impl, self.pcfg.logprob_chunk_size)
@@ -194,7 +209,8 @@ class PolicyWorker:
                 "num_trainable": sum(p.numel() for p in self.params),
                 "frozen_router_weights": len(self.frozen),
                 "routers_with_expert_bias": len(self.expert_loads.routers),
-                "packed": self.packed, "world_size": self.rank.world_size, "compute_dtype": str(self.dtype)}
+                "packed": self.packed, "world_size": self.rank.world_size, "compute_dtype": str(self.dtype),
+                "attention": self.lm.config._attn_implementation}
 
     # ------------------------------------------------------------ batches
 
