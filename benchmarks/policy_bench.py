@@ -65,8 +65,8 @@ def grpo_batch(num_seqs: int = 128, prompt: int = 256, lo: int = 128, hi: int = 
     uniform in [lo, hi], group-relative advantages of groups of 8."""
     g = torch.Generator().manual_seed(seed)
     lengths = torch.randint(lo, hi + 1, (num_seqs,), generator=g).tolist()
-    prompts = [torch.randint(100, vocab, (prompt,), generator=g).tolist() for _ in range(num_seqs)]
-    comps = [torch.randint(100, vocab, (n,), generator=g).tolist() for n in lengths]
+    prompts = [torch.randint(min(100, vocab // 2), vocab, (prompt,), generator=g).tolist() for _ in range(num_seqs)]
+    comps = [torch.randint(min(100, vocab // 2), vocab, (n,), generator=g).tolist() for n in lengths]
     rewards = torch.rand(num_seqs, generator=g).round().reshape(-1, min(8, num_seqs))
     adv = grpo.group_advantages(rewards).flatten().tolist()
     return collate(prompts, comps, [[-2.0] * n for n in lengths], [False] * num_seqs, adv, pad_id=0)

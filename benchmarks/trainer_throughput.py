@@ -116,10 +116,11 @@ def main() -> None:
         "speed": dict(max_tokens_per_microbatch=2 * budget, activation_checkpointing=True, compile=True),
         "memory": dict(max_tokens_per_microbatch=budget, activation_checkpointing=True, compile=True,
                        logprob_chunk_size=1024),
-        "eager": dict(max_tokens_per_microbatch=budget),
+        "eager": dict(max_tokens_per_microbatch=budget, compile=False, activation_checkpointing=False),
         "flex": dict(max_tokens_per_microbatch=budget, pad_to_multiple_of=budget, packing="on",
-                     attn_implementation="flex_attention"),
-        "liger": dict(max_tokens_per_microbatch=budget, logprob_impl="liger"),
+                     attn_implementation="flex_attention", compile=False, activation_checkpointing=False),
+        "liger": dict(max_tokens_per_microbatch=budget, logprob_impl="liger", compile=False,
+                      activation_checkpointing=False),
     }
     for name in [s for s in settings if s in wanted]:
         try:

@@ -175,7 +175,8 @@ class PolicyConfig(_Section):
     one GPU each on a GPU cluster, one process each on CPU (gloo)."""
     compute_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     """Forward/backward dtype; master weights, Adam states and gradient reduction stay fp32.
-    auto: bfloat16 on GPUs, float32 on CPUs (faster there, and the engines' dtype: see docs/status.md)."""
+    auto: bfloat16 on GPUs and on CPUs with bf16 instructions (avx512_bf16, AMX), float32 on
+    other CPUs (docs/status.md has the CPU measurement)."""
     max_tokens_per_microbatch: int = Field(16384, ge=1)
     """Token budget of one forward/backward (padding included when not packed); gradients
     accumulate over micro-batches to one optimizer step."""
@@ -189,12 +190,13 @@ class PolicyConfig(_Section):
     shapes for compiled attention kernels (flex attention recompiles per shape)."""
     attn_implementation: str | None = None
     """transformers attention kernel (``sdpa``, ``flex_attention``, ``flash_attention_2``); None: the default."""
-    activation_checkpointing: bool = False
-    """Recompute each decoder layer's activations in the backward pass: far less memory, about
-    one more forward of compute."""
-    compile: bool = False
-    """torch.compile each decoder layer: fused norms, rotary and activations (faster on GPUs;
-    the first step pays the compilation)."""
+    activation_checkpointing: bool | None = None
+    """Recompute each decoder layer's activations in the backward pass: ~15x less activation
+    memory for about one more forward of compute. None: on GPUs (with ``compile`` it cost no
+    speed there, docs/scaling.md), off on CPUs."""
+    compile: bool | None = None
+    """torch.compile each decoder layer: fused norms, rotary and activations (1.3x on an H200;
+    the first step pays the compilation). None: on GPUs, off on CPUs."""
     cpu_offload: bool = False
     """Keep sharded weights, gradients and Adam states in CPU memory (FSDP2 CPUOffloadPolicy)."""
     logprob_impl: Literal["chunked", "liger"] = "chunked"

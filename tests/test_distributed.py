@@ -45,6 +45,7 @@ def _train(path: str, rank: RankGroup, steps: int = 2, **policy) -> dict:
 
     from rl.parallel import full_tensor
 
+    policy = {"compute_dtype": "float32", **policy}  # equality to 1e-5 is an fp32 property
     worker = PolicyWorker(path, GRPOConfig(**GRPO), PolicyConfig(**policy), rank=rank, device="cpu")
     grads: dict[str, torch.Tensor] = {}
 

@@ -5,7 +5,7 @@ import torch
 
 from rl import grpo
 from rl.batch import collate
-from rl.config import GRPOConfig, ModelInitConfig
+from rl.config import GRPOConfig, ModelInitConfig, PolicyConfig
 from rl.models import init_model
 from rl.parallel import full_tensor
 from rl.policy import PolicyWorker, router_parameter_names
@@ -85,7 +85,7 @@ def test_vllm_refit_of_a_moe_model_matches_the_trainer(tmp_path):
 
     path = init_model(ModelInitConfig(arch="qwen3_moe", hidden_size=128, num_layers=2, num_heads=2, num_kv_heads=2,
                                       head_dim=64, intermediate_size=256), tmp_path / "model")
-    policy = PolicyWorker(str(path), GRPOConfig(), device="cpu")
+    policy = PolicyWorker(str(path), GRPOConfig(), PolicyConfig(compute_dtype="float32"), device="cpu")
     engine = VLLMEngine(str(path), max_model_len=256)
     prompts = [[1, 5, 9, 12, 20], [3, 7, 30, 31]]
 
