@@ -9,9 +9,12 @@ token-balanced share, as in ``rl train``.
   completions uniform in 128-1792), for each world size of ``--gpus``;
   prints useful tokens/s per GPU, MFU, peak memory per GPU, and tokens/s per
   GPU as a share of the one-GPU run;
-- ``--steps N`` on a fixed batch also shows that the model trains (the loss
-  of the same batch goes down) and the memory per GPU against the states
-  docs/scaling.md predicts (16 bytes per parameter / N);
+- ``--steps N`` on a fixed batch also shows that the model trains: the
+  surrogate loss is the same at the start of every step (lp_old is the
+  step's own forward), so the loss shown is the policy-gradient objective's,
+  -sum(A x lp) / tokens of the same batch after each step, which falls as the
+  model learns; and the memory per GPU against the states docs/scaling.md
+  predicts (16 bytes per parameter / N);
 - the refit: the bucketed gather of the sharded weights into one bf16
   buffer (an engine's), as a share of the step.
 
@@ -65,9 +68,11 @@ def rank_main(rank: int, world: int, port: int, args: argparse.Namespace, model:
         metrics = worker.train_step(batch)
         if cuda:
             torch.cuda.synchronize()
-        losses.append(metrics["loss"])
         if step:
             times.append(time.perf_counter() - t)
+        lp = worker.logprobs(batch).to(batch.advantages.device)  # not timed
+        losses.append(float(-(batch.advantages[:, None] * lp * batch.completion_mask).sum()
+                            / batch.completion_mask.sum()))
     refit_s = time_refit(worker, device)
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
     params = sum(p.numel() for p in worker.lm.parameters())
@@ -107,7 +112,7 @@ def main() -> None:
     ap.add_argument("--seqs", type=int, default=128, help="sequences per GPU")
     ap.add_argument("--steps", type=int, default=2, help="timed steps on the fixed batch (after one warm-up)")
     ap.add_argument("--max-tokens", type=int, default=16384, help="policy.max_tokens_per_microbatch")
-    ap.add_argument("--lr", type=float, default=1e-5)
+    ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--model-dir", default=None)
     args = ap.parse_args()
@@ -127,7 +132,7 @@ def main() -> None:
               f"({100 * per_gpu / base:.0f}% of 1), MFU {mfu}, peak {r['peak_gib']:.1f} GiB per GPU "
               f"(states {states:.1f} GiB predicted), refit {r['refit_s']:.2f} s "
               f"= {100 * r['refit_s'] / (r['step_s'] + r['refit_s']):.1f}% of the step; "
-              f"loss by step {', '.join(f'{x:+.4f}' for x in r['losses'])} {r['moe']}", flush=True)
+              f"-sum(A lp)/tokens after each step {', '.join(f'{x:+.5f}' for x in r['losses'])} {r['moe']}", flush=True)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from multiprocessing import resource_tracker, shared_memory
+from typing import Callable
 
 import torch
 
@@ -109,6 +110,24 @@ class Sender:
     def close(self) -> None:
         self._close_shm()
         self._alive = None
+
+
+def refit_engines(policy, call_engines: Callable[..., list], transport: str, checkpoint_format: bool,
+                  dtype: str | None = None) -> int:
+    """Step 10: wake the engines' weights (colocated engines sleep during the
+    update), send every bucket, have the engines load them, wake their KV cache.
+    ``policy`` is the policy's handle (every rank takes each call);
+    ``call_engines(method, *args)`` calls a method on every engine. Returns the
+    number of buckets."""
+    call_engines("wake_up", ["weights"])
+    policy.refit_start(transport, checkpoint_format, dtype)
+    buckets = 0
+    while (handle := policy.refit_next()) != "done":
+        call_engines("load_bucket", handle)
+        buckets += 1
+    call_engines("finish_refit")
+    call_engines("wake_up", ["kv_cache"])
+    return buckets
 
 
 def receive(handle: Handle, device: torch.device | str = "cpu") -> list[tuple[str, torch.Tensor]]:

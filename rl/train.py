@@ -40,7 +40,7 @@ from rl.models import check_model_dir
 from rl.episodes import EpisodeLimits, ReasoningControl, Trajectory, TurnGenerator, run_episodes
 from rl.parallel import RankGroup, free_port
 from rl.policy import PolicyWorker
-from rl.refit import choose_transport
+from rl.refit import choose_transport, refit_engines
 from rl.rollout import Completion, RolloutWorker, SamplingSettings, context_length, prompt_token_ids
 from rl.sft import resolve_model
 from rl.tracking import MetricsLog
@@ -348,12 +348,8 @@ class Trainer:
     def refit(self) -> None:
         """The policy's weights to every engine, one bucket at a time (``rl.refit``):
         vLLM reads checkpoint names, the transformers engine the model's own."""
-        self.engines("wake_up", ["weights"])
-        self.policy.refit_start(self.refit_transport, self.cfg.rollout.backend == "vllm", self.cfg.model.dtype)
-        while (handle := self.policy.refit_next()) != "done":
-            self.engines("load_bucket", handle)
-        self.engines("finish_refit")
-        self.engines("wake_up", ["kv_cache"])
+        refit_engines(self.policy, self.engines, self.refit_transport, self.cfg.rollout.backend == "vllm",
+                      self.cfg.model.dtype)
 
     # ----------------------------------------------------------------- run
 
