@@ -30,7 +30,7 @@ SHAPES = {
     "qwen3-8b": dict(arch="qwen3", hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
                      num_attention_heads=32, num_key_value_heads=8, head_dim=128, vocab_size=151936,
                      tie_word_embeddings=False),
-    "qwen3-moe-3b": dict(arch="qwen3_moe", hidden_size=1024, intermediate_size=3072, moe_intermediate_size=768,
+    "qwen3-moe-1.6b": dict(arch="qwen3_moe", hidden_size=1024, intermediate_size=3072, moe_intermediate_size=768,
                          num_experts=32, num_experts_per_tok=4, num_hidden_layers=16, num_attention_heads=16,
                          num_key_value_heads=4, head_dim=128, vocab_size=151936, tie_word_embeddings=False),
 }

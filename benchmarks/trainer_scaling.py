@@ -20,7 +20,7 @@ token-balanced share, as in ``rl train``.
 
     python benchmarks/trainer_scaling.py --shape qwen3-0.6b --gpus 1,2,4,8
     python benchmarks/trainer_scaling.py --shape qwen3-8b --gpus 4,8 --steps 5 --seqs 32
-    python benchmarks/trainer_scaling.py --shape qwen3-moe-3b --gpus 2
+    python benchmarks/trainer_scaling.py --shape qwen3-moe-1.6b --gpus 2 --seqs 64
     python benchmarks/trainer_scaling.py --shape tiny --gpus 1,2 --device cpu --seqs 8   # gloo, the code path
 """
 
