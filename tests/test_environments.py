@@ -43,7 +43,7 @@ def test_ifeval_has_at_least_25_constraint_types_all_generated_and_satisfiable()
     ({"type": "word_count_at_least", "n": 3}, "one two three", "one two"),
     ({"type": "word_count_at_most", "n": 2}, "one two", "one two three"),
     ({"type": "sentence_count_at_least", "n": 2}, "A b. C d!", "A b c d."),
-    ({"type": "sentence_count_at_most", "n": 1}, "A b c.", "A. B."),
+    ({"type": "sentence_count_at_most", "n": 1}, "A b c.", "Go now. Stop."),
     ({"type": "paragraphs", "n": 2}, "a\n***\nb", "a\n***\n***\nb"),
     ({"type": "paragraph_first_word", "n": 2, "i": 2, "word": "sky"}, "a\n***\nSky is", "a\n***\nThe sky"),
     ({"type": "bullet_points", "n": 2}, "* a\n* b", "* a\n* b\n- c"),
@@ -72,6 +72,41 @@ def test_each_constraint_checker_by_hand(constraint, good, bad):
     assert ifeval.check(constraint, good)
     assert not ifeval.check(constraint, bad)
     assert not ifeval.check(constraint, violation(constraint))
+
+
+@pytest.mark.parametrize("answer", ["", "   ", "\n\t \n", "...", ", ; !?", "12 345", "***", "<< >>", "\u00a0"])
+def test_answers_without_a_letter_follow_no_instruction(answer):
+    """Google's IFEval fails empty responses; constraints like "at most N words",
+    "no commas" or "lowercase" must not hold vacuously, for any constraint type."""
+    env = IFEvalEnvironment(train_size=3000)
+    tasks = env.tasks("train")
+    for kind in ifeval.CONSTRAINTS:
+        task = next(t for t in tasks if kind in t.meta["types"])
+        constraint = next(c for c in task.answer if c["type"] == kind)
+        assert not ifeval.check(constraint, answer) and not ifeval.check_loose(constraint, answer), kind
+        assert env.score(task, f"<think>x</think>{answer}").reward == 0.0
+
+
+@pytest.mark.parametrize("text,n", [
+    ("Dr. Smith met Mrs. Jones in the U.S. last year. They talked.", 2),
+    ("It costs 3.50 dollars, e.g. at the shop. Fine.", 2),
+    ("Mr. J. R. R. Tolkien wrote it in 1937. It sold!", 2),
+    ("One. Two? Three!", 3),
+    ("No end mark at all", 1),
+])
+def test_sentence_counts_survive_abbreviations_and_decimals(text, n):
+    assert ifeval.count_sentences(text) == n
+
+
+@pytest.mark.parametrize("blank", ["<< >>", "<<\t>>", "<<   >>"])
+def test_a_blank_title_is_no_title(blank):
+    assert not ifeval.check({"type": "title"}, f"{blank}\nThe body of the answer.")
+
+
+@pytest.mark.parametrize("blank", ["* *", "*   *", "*\t*"])
+def test_a_blank_highlight_is_no_highlight(blank):
+    assert not ifeval.check({"type": "highlights", "n": 1}, f"Some text {blank} and more text.")
+    assert ifeval.check({"type": "highlights", "n": 1}, "Some text *this part* and more.")
 
 
 def test_ifeval_loose_mode_as_ifeval_defines_it():
@@ -107,6 +142,29 @@ def test_strict_schema_requires_everything_and_forbids_extras():
     assert validate_answer('{"a": "1", "b": {"c": "x"}}', strict)[1] is False    # wrong type
     assert validate_answer('```json\n{"a": 1, "b": {"c": "x"}}\n```', strict)[2].startswith("format: markdown")
     assert "required" not in schema  # the original is untouched
+
+
+KEYWORD_NAMES = ["properties", "required", "type", "items", "additionalProperties", "anyOf", "$defs"]
+
+
+@pytest.mark.parametrize("name", KEYWORD_NAMES)
+def test_strict_schema_leaves_properties_named_like_keywords_alone(name):
+    """Property names are data, not keywords: making a schema strict must not
+    rewrite the ``properties`` map, at any depth, and answers carrying such keys score."""
+    inner = {"type": "object", "properties": {name: {"type": "integer"}, "b": {"type": "string"}}}
+    schema = {"type": "object", "properties": {name: {"type": "boolean"}, "child": inner,
+                                               "list": {"type": "array", "items": inner}}}
+    strict = make_strict(schema)
+    for node in (strict, strict["properties"]["child"], strict["properties"]["list"]["items"]):
+        assert set(node["properties"]) - {"child", "list"} in ({name, "b"}, {name}), node["properties"].keys()
+        assert node["additionalProperties"] is False and set(node["required"]) == set(node["properties"])
+    good = {name: True, "child": {name: 1, "b": "x"}, "list": [{name: 2, "b": "y"}]}
+    assert validate_answer(json.dumps(good), strict) == (True, True, None)
+    bad = {name: True, "child": {name: "not an int", "b": "x"}, "list": []}
+    parses, valid, reason = validate_answer(json.dumps(bad), strict)
+    assert parses and not valid and reason.startswith("schema:")
+    extra = {**good, "extra": 1}
+    assert validate_answer(json.dumps(extra), strict)[1] is False
 
 
 def test_structured_generated_tasks_and_scoring():

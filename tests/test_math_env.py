@@ -60,3 +60,95 @@ def test_hostile_answers_return_zero_within_the_limit(env, answer):
     s = env.score(task, f"<think></think>\\boxed{{{answer}}}")
     assert s.reward == 0.0 and s.reason
     assert time.monotonic() - start < env.verify_timeout + 5
+
+
+# --- classes of verifier errors (issue 17), each against an independent sympy reference ---
+
+def _ours(pred: str, gold: str) -> bool:
+    from verifiers.math import refusal, symbolic_equal
+
+    same = numbers_equal(pred, gold)
+    if same is None:
+        same = False if refusal(pred) else symbolic_equal(pred, gold)
+    return same
+
+
+def _reference(pred_py: str, gold_py: str) -> bool:
+    """Independent of math-verify: sympy's Python-syntax parser and simplify."""
+    import sympy
+    from sympy.parsing.sympy_parser import parse_expr
+
+    a, b = parse_expr(pred_py, evaluate=True), parse_expr(gold_py, evaluate=True)
+    if isinstance(a, tuple) or isinstance(b, tuple):
+        return isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b) and all(
+            sympy.simplify(x - y) == 0 for x, y in zip(a, b))
+    return sympy.simplify(a - b) == 0
+
+
+def _cases(seed: int = 0):
+    """(answer as written, its Python form, gold as written, its Python form), by class."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for _ in range(25):
+        n = rng.randint(1000, 10**7)
+        grouped = f"{n:,}"
+        other = n + rng.choice([0, 0, 1, -10])
+        out.append((grouped, str(n), str(other), str(other)))                               # 1,234,567
+        out.append((grouped.replace(",", "\\,"), str(n), str(other), str(other)))            # 1\,234
+        digits = [rng.randint(1, 9) for _ in range(3)]
+        out.append((",".join(map(str, digits)), f"({','.join(map(str, digits))})",         # a list is no number
+                    "".join(map(str, digits)), "".join(map(str, digits))))
+        m, e = rng.randint(1, 99), rng.randint(-3, 6)
+        gold = sympy_number(m, e, rng)
+        out.append((f"{m}e{e}", f"{m}*10**({e})", gold, gold))                                 # not Euler's e
+        a, b, c = (rng.randint(-9, 9) or 1 for _ in range(3))
+        poly = f"{a}*x**2 + {b}*x + {c}"
+        shuffled = f"{c} + {b}*x + {a}*x**2"
+        wrong = f"{a + 1}*x**2 + {b}*x + {c}"
+        latex = f"{a}x^2 + {b}x + {c}".replace("+ -", "- ")
+        out.append((shuffled, shuffled, latex, poly))                                        # reordered terms
+        out.append((wrong, wrong, latex, poly))                                              # wrong coefficient
+        out.append((f"x**2 - {abs(c)}", f"x**2 - {abs(c)}", str(abs(c)), str(abs(c))))        # not a number
+    return out
+
+
+def sympy_number(m: int, e: int, rng) -> str:
+    from fractions import Fraction
+
+    value = Fraction(m) * Fraction(10) ** e
+    if rng.random() < 0.3:
+        value += 1
+    return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
+
+
+
+def test_math_verifier_agrees_with_an_independent_sympy_reference():
+    cases = _cases()
+    disagreements = [(p, g) for p, p_py, g, g_py in cases if _ours(p, g) != _reference(p_py, g_py)]
+    assert len(cases) >= 150
+    assert not disagreements, disagreements[:10]
+
+
+@pytest.mark.parametrize("answer", ["9^{9^{9^9}}", "2^{2^{100}}", "3^{123456}", "(10^5)^{10^5}", "12345!",
+                                    "2**3**4**5"])
+def test_exploding_forms_are_refused_before_sympy(answer):
+    from verifiers.math import refusal
+
+    env = MathEnvironment()
+    try:
+        task = env.tasks("test")[0]
+        score = env.score(task, f"<think>x</think>\\boxed{{{answer}}}")
+    finally:
+        env.close()
+    assert score.reward == 0.0 and score.reason.startswith("refused"), score
+    assert refusal(answer)
+
+
+@pytest.mark.parametrize("pred,gold,same", [
+    ("1e3", "1000", True), ("2.5E-1", "1/4", True), ("12.5\\%", "12.5", True), ("5 dollars", "5", True),
+    ("1{,}000", "1000", True), ("1,0000", "10000", False), ("1,2,3", "123", False), ("(1,2)", "(2,1)", False),
+])
+def test_number_formats(pred, gold, same):
+    assert _ours(pred, gold) is same

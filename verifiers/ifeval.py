@@ -10,6 +10,12 @@ parameters it takes. A task's constraints are a list of
   8 variants of the response: as is, without its first line, without its
   last line, without both, each also with every ``*`` removed.
 
+An answer without a letter (empty, whitespace, punctuation only) follows
+no instruction, as in Google's IFEval, where "at most N words" or "no
+commas" would otherwise hold vacuously. Sentences are counted by pysbd's
+rule-based segmenter ("Dr. Smith lives in the U.S." is one sentence). A
+title or a highlight must hold a non-blank word.
+
 Checkers use only linear-time regular expressions and bounded work, so
 hostile responses (megabytes, deep nesting) cannot make them hang; the
 environment host adds a time limit on top.
@@ -24,12 +30,11 @@ from typing import Any, Callable
 
 _WORD = re.compile(r"\w+")
 _LETTERS = re.compile(r"[A-Za-z]+")
-_SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)")
 _PARAGRAPH_SPLIT = re.compile(r"\s?\*\*\*\s?")
 _BULLET = re.compile(r"^\s*(\*[^*\n]|-)", re.MULTILINE)
-_HIGHLIGHT = re.compile(r"\*[^\n*]+\*")
+_HIGHLIGHT = re.compile(r"\*[^\n*]*[^\s*][^\n*]*\*")
 _PLACEHOLDER = re.compile(r"\[[^\[\]\n]*\]")
-_TITLE = re.compile(r"<<[^\n<>]+>>")
+_TITLE = re.compile(r"<<[^\n<>]*[^\s<>][^\n<>]*>>")
 _POSTSCRIPT = re.compile(r"^\s*p\.\s?s\.", re.MULTILINE)
 _FENCE = re.compile(r"^\s*```(?:json|JSON|Json)?\s*|\s*```\s*$")
 
@@ -39,9 +44,20 @@ def count_words(text: str) -> int:
 
 
 def count_sentences(text: str) -> int:
-    """Runs of text ending in . ! or ? (or at the end), that contain a letter."""
-    parts = _SENTENCE_END.split(text)
-    return sum(1 for p in parts if re.search(r"[A-Za-z]", p))
+    """Sentences with a letter in them, as pysbd segments English text."""
+    return sum(1 for p in _segmenter().segment(text) if _LETTERS.search(p))
+
+
+_SEGMENTER = None
+
+
+def _segmenter():
+    global _SEGMENTER
+    if _SEGMENTER is None:
+        import pysbd
+
+        _SEGMENTER = pysbd.Segmenter(language="en", clean=False)
+    return _SEGMENTER
 
 
 def _keyword_count(text: str, word: str) -> int:
@@ -188,6 +204,8 @@ CONSTRAINTS: dict[str, ConstraintType] = {c.name: c for c in _ALL}
 
 def check(constraint: dict[str, Any], text: str) -> bool:
     """Strict: does ``text`` satisfy the constraint ``{"type": ..., **params}``?"""
+    if not _LETTERS.search(text):
+        return False
     params = {k: v for k, v in constraint.items() if k != "type"}
     return bool(CONSTRAINTS[constraint["type"]].check(text, **params))
 

@@ -12,21 +12,37 @@ from typing import Any
 MAX_CHARS = 100_000
 
 
+# Keywords whose value is one subschema, a list of subschemas, or a map of name -> subschema.
+_ONE = ("items", "additionalProperties", "unevaluatedProperties", "unevaluatedItems", "not", "if", "then", "else",
+        "contains", "propertyNames", "additionalItems")
+_LIST = ("allOf", "anyOf", "oneOf", "prefixItems")
+_MAP = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+
+
 def make_strict(schema: dict) -> dict:
-    """A copy of ``schema`` where every object requires all its properties and allows no others."""
+    """A copy of ``schema`` where every object requires all its properties and allows no others.
+
+    Walks subschemas by keyword only: the keys of ``properties`` are property
+    names, not keywords, so a property called ``properties``, ``required`` or
+    ``type`` is left alone."""
     schema = copy.deepcopy(schema)
 
     def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if node.get("type") == "object" or "properties" in node:
-                props = node.get("properties", {})
-                node["required"] = list(props)
-                node["additionalProperties"] = False
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
+        if not isinstance(node, dict):
+            return
+        if node.get("type") == "object" or isinstance(node.get("properties"), dict):
+            props = node.get("properties", {})
+            node["required"] = list(props)
+            node["additionalProperties"] = False
+        for key in _ONE:
+            walk(node.get(key))
+        for key in _LIST:
+            for sub in node.get(key) or []:
+                walk(sub)
+        for key in _MAP:
+            if isinstance(node.get(key), dict):
+                for sub in node[key].values():
+                    walk(sub)
 
     walk(schema)
     return schema
@@ -60,7 +76,10 @@ def validate_answer(answer: str, strict_schema: dict) -> tuple[bool, bool, str |
         return False, False, "format: JSON nested too deeply"
     except ValueError as exc:
         return False, False, f"format: not JSON ({str(exc)[:80]})"
-    error = next(iter(Draft202012Validator(strict_schema).iter_errors(value)), None)
+    try:
+        error = next(iter(Draft202012Validator(strict_schema).iter_errors(value)), None)
+    except RecursionError:
+        return True, False, "schema: answer nested too deeply"
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(root)"
         return True, False, f"schema: {where}: {error.message[:120]}"

@@ -20,7 +20,7 @@ import random
 
 from environments.base import Environment, Score, Task, split_of
 from verifiers.isolation import IsolatedRunner
-from verifiers.math import MAX_ANSWER_CHARS, last_boxed, numbers_equal, split_reasoning, symbolic_equal
+from verifiers.math import MAX_ANSWER_CHARS, last_boxed, numbers_equal, refusal, split_reasoning, symbolic_equal
 
 _NAMES = ["Ann", "Bob", "Cy", "Dee", "Eve", "Fox", "Gus", "Ida"]
 _ITEMS = ["pens", "cards", "eggs", "coins", "books", "shells"]
@@ -119,6 +119,8 @@ class MathEnvironment(Environment):
         if len(boxed) > MAX_ANSWER_CHARS:
             return Score(0.0, fmt, f"answer longer than {MAX_ANSWER_CHARS} characters")
         same = numbers_equal(boxed, str(task.answer))
+        if same is None and (refused := refusal(boxed)):
+            return Score(0.0, fmt, refused)
         if same is None:
             if self._runner is None:
                 self._runner = IsolatedRunner()
