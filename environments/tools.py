@@ -138,9 +138,23 @@ def scaffold(name: str, parent: str | Path = ".") -> Path:
     return root
 
 
+# Answers no task may reward: nothing, blank, an empty answer after the reasoning, and a
+# megabyte of filler (each of these has been rewarded by some verifier somewhere).
+HOSTILE_ANSWERS = {
+    "empty": "",
+    "whitespace": " \n\t \n",
+    "empty answer": "<think>Let me think.</think>",
+    "blank answer": "<think>Let me think.</think> \n ",
+    "huge answer": "<think>ok</think>" + "yes, the answer " * 65_536,
+}
+HOSTILE_TASKS = 20
+"""Tasks per split that get the hostile answers (the huge one takes time to score)."""
+
+
 def check(name: str, options: dict | None = None, splits: tuple[str, ...] = ("train", "test"),
           limit: int | None = None, seed: int = 0) -> dict:
-    """Load every split, score every reference (must be 1) and a wrong answer (must be 0), with timings."""
+    """Load every split, score every reference (must be 1), a wrong answer and the
+    hostile answers (must be the minimum reward), with timings."""
     env = make_environment(name, options or {})
     report: dict = {"env": name, "ok": True, "splits": {}}
     try:
@@ -172,6 +186,14 @@ def check(name: str, options: dict | None = None, splits: tuple[str, ...] = ("tr
                 if bad.reward != env.min_reward:
                     failures.append({"task": task.id, "case": "wrong answer", "reward": bad.reward,
                                      "completion": wrong[:200]})
+            for task in tasks[:HOSTILE_TASKS]:
+                for case, answer in HOSTILE_ANSWERS.items():
+                    if isinstance(env, MultiTurnEnvironment):
+                        got = env.play(task, [answer])[0]
+                    else:
+                        got = env.score(task, answer)
+                    if got.reward != env.min_reward:
+                        failures.append({"task": task.id, "case": case, "reward": got.reward})
             ids = [t.id for t in tasks]
             if len(set(ids)) != len(ids):
                 failures.append({"case": "duplicate task ids", "count": len(ids) - len(set(ids))})

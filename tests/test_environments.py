@@ -290,3 +290,28 @@ def test_misbehaving_verifier_costs_one_sample_not_the_run(pool, action, reason)
     assert score.reward == 0.0 and reason in score.reason, score
     assert time.monotonic() - start < 3.0 + 2.0
     assert pool.score_text(task, "<think></think>ok").reward == 1.0  # the host is back
+
+
+class _Vacuous(StructuredOutputEnvironment):
+    """A verifier with the classic hole: it rewards whatever is not wrong."""
+
+    def score(self, task, completion):
+        from environments.base import Score
+
+        return Score(0.0 if "wrong" in completion else 1.0, {})
+
+    def wrong_completion(self, task, others):
+        return "wrong"
+
+
+def test_env_check_fails_an_environment_that_rewards_empty_blank_or_huge_answers(monkeypatch):
+    from environments import registry, tools
+
+    real = registry.environment_class
+    monkeypatch.setattr(registry, "environment_class", lambda name: _Vacuous if name == "vacuous" else real(name))
+    report = tools.check("vacuous", {"train_size": 20, "test_size": 5}, splits=("train",), limit=5)
+    assert not report["ok"]
+    cases = {e["case"] for e in report["splits"]["train"]["examples"]}
+    assert "empty" in cases and "whitespace" in cases, report
+    for name in ("math", "ifeval", "structured", "mcq"):  # the built-in ones hold
+        assert tools.check(name, splits=("test",), limit=5)["ok"], name

@@ -216,7 +216,10 @@ class IFEvalEnvironment(GeneratedEnvironment):
     def __init__(self, train_size: int = 5000, test_size: int = 300, min_constraints: int = 1,
                  max_constraints: int = 3, types: list[str] | None = None, mode: str = "strict",
                  seed: int = 1234, test_fraction: float = 0.1, require_think: bool = True,
-                 data_files: dict[str, str] | None = None):
+                 data_files: dict[str, str] | None = None, max_answer_chars: int = 16_000):
+        if max_answer_chars < 1:
+            raise ValueError("environments.ifeval.max_answer_chars: must be at least 1")
+        self.max_answer_chars = max_answer_chars
         self.types = list(types) if types is not None else sorted(ifeval.CONSTRAINTS)
         unknown = [t for t in self.types if t not in ifeval.CONSTRAINTS]
         if unknown or not self.types:
@@ -244,6 +247,9 @@ class IFEvalEnvironment(GeneratedEnvironment):
         answer, reason = answer_part(completion, self.require_think)
         if answer is None:
             return Score(0.0, {"strict": 0.0, "loose": 0.0, "strict_fraction": 0.0, "loose_fraction": 0.0}, reason)
+        if len(answer) > self.max_answer_chars:  # "at least N words" must not reward a megabyte of filler
+            return Score(0.0, {"strict": 0.0, "loose": 0.0, "strict_fraction": 0.0, "loose_fraction": 0.0},
+                         f"answer longer than {self.max_answer_chars} characters")
         strict = [ifeval.check(c, answer) for c in task.answer]
         loose = [s or ifeval.check_loose(c, answer) for c, s in zip(task.answer, strict)]
         n = len(task.answer)
