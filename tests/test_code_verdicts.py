@@ -1,6 +1,8 @@
 """Red team of the code verdict (issue 17): wrong programs that try to forge a
 pass instead of solving the task. Every one must score 0, in both bubblewrap
-modes; ``tests/test_sandbox.py`` holds the sandbox-escape programs. The task:
+modes and in the Docker backend (slow: it starts an engine and builds an image
+when none is there; ``tests/conftest.py: docker_image``);
+``tests/test_sandbox.py`` holds the sandbox-escape programs. The task:
 ``f(x)`` returns x + 7, checked on 1, 5 and -6 (expected 8, 12 and 1: a bool
 True would equal 1 under ==)."""
 
@@ -14,7 +16,6 @@ from environments.base import Task
 from environments.code.env import CodeEnvironment
 from verifiers.calls import encode
 
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 
 XS = [1, 5, -6]
 REFERENCE = "def f(x):\n    return x + 7\n"
@@ -99,9 +100,19 @@ ATTACKS = {
 }
 
 
-@pytest.fixture(scope="module", params=[True, False], ids=["persistent", "fresh"])
+BACKENDS = [pytest.param(("bubblewrap", {"persistent": True}), id="persistent"),
+            pytest.param(("bubblewrap", {"persistent": False}), id="fresh"),
+            pytest.param(("docker", {}), id="docker", marks=pytest.mark.slow)]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
 def env(request):
-    env = CodeEnvironment(humaneval=False, sandbox_options={"persistent": request.param}, test_timeout_s=2.0)
+    backend, options = request.param
+    if backend == "bubblewrap" and shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed")
+    if backend == "docker":
+        options = {"image": request.getfixturevalue("docker_image"), "python": "python3"}
+    env = CodeEnvironment(humaneval=False, sandbox=backend, sandbox_options=options, test_timeout_s=2.0)
     yield env
     env.close()
 

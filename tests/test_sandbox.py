@@ -161,14 +161,13 @@ def test_humaneval_canonical_solutions_pass_and_broken_ones_fail():
         env.close()
 
 
-def test_docker_backend_when_an_engine_is_reachable():
-    try:
-        from verifiers.sandbox import DockerSandbox
+@pytest.mark.slow
+def test_docker_backend(docker_image):
+    from verifiers.sandbox import DockerSandbox
 
-        sb = DockerSandbox()
-    except Exception as exc:  # noqa: BLE001 - no engine here: reported as skipped
-        pytest.skip(f"no Docker engine reachable ({type(exc).__name__})")
+    sb = DockerSandbox(image=docker_image)
     assert sb.run_one("x = 1", Case("t", "assert x == 1"), LIMITS).status == "passed"
+    assert sb.run_one("x = 1", Case("t", "assert x == 2"), LIMITS).status == "failed"
     assert sb.run_one("x = 1", Case("t", "while True: pass"), LIMITS).status == "timeout"
     assert sb.run_one("x = 1", Case("t", "import socket; socket.create_connection(('1.1.1.1', 80), timeout=1)"),
                       LIMITS).status == "failed"

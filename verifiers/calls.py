@@ -10,7 +10,8 @@ keeps it from the verdict:
    replayed once against the reference solution on the host (trusted code)
    to record the *inputs* they call the function with (``derive_calls``).
 2. In the sandbox, a harness calls the candidate's function on those inputs
-   and prints the return values, encoded as plain data (``encode``: builtin
+   and prints the return values (a Python literal, read back with
+   ``ast.literal_eval``), encoded as plain data (``encode``: builtin
    types only, matched by exact type, so no subclass, custom class or
    ``__eq__`` override survives; an exception becomes its type's name).
 3. On the host, the task's own check code (trusted) runs against a stand-in
@@ -26,8 +27,8 @@ expected values is visible to the sandbox.
 
 from __future__ import annotations
 
+import ast
 import copy
-import json
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -128,9 +129,9 @@ def script(program: str, entry_point: str, calls: list, token: str) -> str:
     result line. Only the inputs are in it. ``calls``: encoded argument tuples."""
     return "\n".join([
         ENCODER_SOURCE,
-        "import json as _rl_json, sys as _rl_sys",
-        f"_rl_calls = _rl_json.loads({json.dumps(json.dumps(calls))})",
-        "_rl_dumps, _rl_out = _rl_json.dumps, _rl_sys.__stdout__",
+        "import sys as _rl_sys",  # nothing beyond the interpreter's core: minimal images have no json
+        f"_rl_calls = {calls!r}",
+        "_rl_dumps, _rl_out = repr, _rl_sys.__stdout__",
         "",
         program,
         "",
@@ -183,10 +184,10 @@ def parse(raw, token: str, expected: int) -> CallsResult:
     lines = [ln for ln in raw.stdout.decode("utf-8", "replace").split("\n") if ln.startswith(token)]
     if lines:
         try:
-            outputs = [decode(o) for o in json.loads(lines[-1][len(token):])]
+            outputs = [decode(o) for o in ast.literal_eval(lines[-1][len(token):])]
             if len(outputs) == expected:
                 return CallsResult("ran", outputs, raw.seconds)
-        except (ValueError, RecursionError, OverflowError):
+        except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError, OverflowError):
             pass
     status = classify(raw, "\0")  # no pass token: timeout, memory, output_limit, failed or crashed
     return CallsResult("crashed" if status == "passed" else status, None, raw.seconds)

@@ -438,7 +438,7 @@ class DockerSandbox(Sandbox):
             nano_cpus=int(self.cpus * 1e9), pids_limit=limits.max_processes, user="65534:65534",
             tmpfs={"/sandbox": f"size={limits.file_size_mb}m", "/tmp": f"size={limits.file_size_mb}m"},
             working_dir="/sandbox", environment={}, cap_drop=["ALL"], security_opt=["no-new-privileges"],
-            ulimits=[docker.types.Ulimit(name="cpu", soft=limits.cpu_s, hard=limits.cpu_s)])
+            ulimits=[docker.types.Ulimit(name="cpu", soft=limits.cpu_s, hard=limits.cpu_s + 1)])  # SIGXCPU first
         timed_out = False
         try:
             container.start()
