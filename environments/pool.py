@@ -14,6 +14,7 @@ import math
 import time
 
 import itertools
+import re
 
 from environments.base import Environment, Episode, MultiTurnEnvironment, Score, Task
 from environments.registry import make_environment
@@ -31,6 +32,10 @@ def _host_init(name: str, options: dict) -> None:
 
 
 _EPISODES: dict[str, Episode] = {}
+
+
+def _host_multi_turn(name: str) -> bool:
+    return isinstance(_HOSTED[name], MultiTurnEnvironment)
 
 
 def _host_score(name: str, task: Task, completion: str) -> Score:
@@ -99,21 +104,35 @@ class EnvironmentPool:
 
     def __init__(self, specs: dict[str, dict], tokenizer_path: str | None, timeouts: dict[str, float] | None = None,
                  isolate: bool = True, memory_limit_mb: int = 4096, tokenizer=None,
-                 environments: dict[str, Environment] | None = None):
+                 environments: dict[str, Environment] | None = None, construct_timeout_s: float = 120.0):
         """``environments``: already built environments, used in this process
-        as they are (tests, debugging)."""
+        as they are (tests, debugging). Each isolated environment must construct
+        within ``construct_timeout_s`` (a plugin whose constructor hangs fails
+        with its name, instead of stalling the run)."""
         from transformers import AutoTokenizer
 
         self.tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(tokenizer_path)
         self.timeouts = {name: (timeouts or {}).get(name, DEFAULT_TIMEOUT_S) for name in specs}
-        # Built here first so that a bad option fails now, with its name, not in a host.
-        self.local: dict[str, Environment] = {name: make_environment(name, opts) for name, opts in specs.items()}
-        self.multi_turn = {name: isinstance(env, MultiTurnEnvironment) for name, env in self.local.items()}
+        self.local: dict[str, Environment] = {}
+        self.multi_turn: dict[str, bool] = {}
         self.hosts: dict[str, IsolatedRunner] = {}
-        if isolate:
-            for name, opts in specs.items():
-                self.local.pop(name).close()
-                self.hosts[name] = IsolatedRunner(memory_limit_mb, initializer=(_host_init, (name, opts)))
+        for name, opts in specs.items():
+            if not isolate:
+                self.local[name] = make_environment(name, opts)
+                self.multi_turn[name] = isinstance(self.local[name], MultiTurnEnvironment)
+                continue
+            # Built in its host now, so that a bad option or a hanging constructor fails at once, with its name.
+            runner = IsolatedRunner(memory_limit_mb, initializer=(_host_init, (name, opts)))
+            probe = runner.call(_host_multi_turn, name, timeout=construct_timeout_s)
+            if not probe.ok:
+                runner.close()
+                self.close()
+                why = (f"its constructor did not return within {construct_timeout_s:g} s"
+                       if probe.error.startswith("timeout") else probe.error.removeprefix("error: "))
+                why = re.sub(r"^\w+(Error|Exception): (?=environments\.)", "", why)
+                raise ValueError(why if why.startswith(f"environments.{name}") else f"environments.{name}: {why}")
+            self.multi_turn[name] = probe.value
+            self.hosts[name] = runner
         for name, env in (environments or {}).items():
             self.local[name] = env
             self.multi_turn[name] = isinstance(env, MultiTurnEnvironment)

@@ -259,9 +259,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("rl").setLevel(logging.INFO)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from rl.config import ConfigError
+    from rl.train import RunStopped
 
     try:
         return args.fn(args)
+    except RunStopped as exc:
+        if args.verbose:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except (ConfigError, FileNotFoundError, FileExistsError, KeyError, ValueError) as exc:
         if args.verbose:  # the full traceback, for bugs rather than bad input
             raise

@@ -373,6 +373,9 @@ def closest_key(key: str, valid: list[str]) -> str | None:
     parent, _, leaf = key.rpartition(".")
     siblings = [k for k in valid if k.rpartition(".")[0] == parent]
     alias = ALIASES.get(leaf)
+    if alias is None:  # a misspelt alias ("learnig_rate") still means its key
+        near = difflib.get_close_matches(leaf, list(ALIASES), n=1, cutoff=0.8)
+        alias = ALIASES[near[0]] if near else None
     if alias and f"{parent}.{alias}".lstrip(".") in siblings:
         return f"{parent}.{alias}".lstrip(".")
     leaves = {k.rpartition(".")[2]: k for k in siblings}

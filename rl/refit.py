@@ -27,11 +27,57 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from multiprocessing import resource_tracker, shared_memory
+from pathlib import Path
 from typing import Callable
 
 import torch
 
 TRANSPORTS = ("direct", "shm", "cuda_ipc", "object_store")
+SEGMENT_PREFIX = "rl-refit-"
+# Shared memory that runs leave behind when killed: our refit segments, and
+# vLLM's message-queue segments and multiprocessing semaphores.
+LEAKED_PREFIXES = (SEGMENT_PREFIX, "psm_", "sem.mp-")
+
+
+def cleanup_shared_memory(directory: str = "/dev/shm", prefixes: tuple[str, ...] = LEAKED_PREFIXES,
+                          min_age_s: float = 30.0) -> list[str]:
+    """Remove segments of ``prefixes`` that no live process maps or holds open and
+    that are older than ``min_age_s`` (a segment being created is not taken).
+    Run at the start of a run (after a SIGKILLed one) and at its end. Returns
+    the names removed."""
+    import os
+    import time
+
+    root = Path(directory)
+    if not root.is_dir():
+        return []
+    candidates = [p for p in root.iterdir() if p.name.startswith(prefixes)]
+    if not candidates:
+        return []
+    in_use: set[str] = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for line in (proc / "maps").read_text().splitlines():
+                if directory in line:
+                    in_use.add(line.split(directory + "/", 1)[1].split(" ")[0])
+            for fd in (proc / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith(directory + "/"):
+                    in_use.add(target[len(directory) + 1:].split(" ")[0])
+        except OSError:
+            continue
+    removed, now = [], time.time()
+    for path in candidates:
+        try:
+            if path.name in in_use or now - path.stat().st_mtime < min_age_s:
+                continue
+            path.unlink()
+            removed.append(path.name)
+        except OSError:
+            continue
+    return removed
 
 
 @dataclass(frozen=True)
@@ -92,7 +138,7 @@ class Sender:
             offset += -(-nbytes // 64) * 64  # 64-byte aligned
         if self._shm is None or self._shm.size < offset:
             self._close_shm()
-            self._shm = shared_memory.SharedMemory(name=f"rl-refit-{secrets.token_hex(6)}", create=True,
+            self._shm = shared_memory.SharedMemory(name=f"{SEGMENT_PREFIX}{secrets.token_hex(6)}", create=True,
                                                    size=max(offset, 1))
         buf = self._shm.buf
         for t, (_, _, start, nbytes) in zip(tensors, layout):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,14 +34,14 @@ from environments.pool import EnvironmentPool
 from environments.registry import load_tasks
 from rl import grpo
 from rl.batch import collate
-from rl.checkpoint import latest_checkpoint, load_state, save_checkpoint
+from rl.checkpoint import latest_checkpoint, save_checkpoint, usable_checkpoint
 from rl.cluster import ActorGroup, Cluster, gather
 from rl.config import Config, load_config, save_config
 from rl.models import check_model_dir
 from rl.episodes import EpisodeLimits, ReasoningControl, Trajectory, TurnGenerator, run_episodes
 from rl.parallel import RankGroup, free_port
 from rl.policy import PolicyWorker
-from rl.refit import choose_transport, refit_engines
+from rl.refit import choose_transport, cleanup_shared_memory, refit_engines
 from rl.rollout import Completion, RolloutWorker, SamplingSettings, context_length, prompt_token_ids
 from rl.sft import resolve_model
 from rl.tracking import MetricsLog
@@ -82,19 +83,23 @@ class Trainer:
         env_specs = {name: e.options for name, e in cfg.environments.items()}
         pools = {name: load_tasks(name, opts, "train") for name, opts in env_specs.items()}
 
-        resume = latest_checkpoint(run_dir)
+        resume = usable_checkpoint(run_dir)
         self.start_step = 1
         policy_path, trainer_state, state = self.model_path, None, None
         if resume is not None:
-            step, ckpt = resume
-            state = load_state(ckpt)
+            step, ckpt, state = resume
             random.setstate(_tuple_state(state["python_rng"]))
             policy_path, trainer_state = str(ckpt / "policy" / "model"), str(ckpt / "policy" / "trainer_state.pt")
             self.start_step = step + 1
             log.info("resuming %s from step %d", run_dir, step)
         else:
             random.seed(cfg.run.seed)
-
+            if (run_dir / "metrics.jsonl").is_file():
+                log.warning("%s has no usable checkpoint yet: starting over from step 1 (metrics.jsonl trimmed)",
+                            run_dir)
+        stale = cleanup_shared_memory()  # what a killed run left in /dev/shm
+        if stale:
+            log.info("removed %d stale shared-memory segments of earlier runs", len(stale))
         self.cluster = Cluster(cfg.ray)
         ro = cfg.rollout
         self.judged = {n for n, e in cfg.environments.items() if e.reward == "genrm"}
@@ -144,7 +149,7 @@ class Trainer:
             if "plateau" in state:
                 self.plateau.load_state_dict(state["plateau"])
                 self.reprofiles = state.get("reprofiles", 0)
-        self.metrics = MetricsLog(run_dir, cfg, resume_step=self.start_step - 1 if resume else None)
+        self.metrics = MetricsLog(run_dir, cfg, resume_step=self.start_step - 1)
 
     # ------------------------------------------------------------ sampling
 
@@ -380,6 +385,7 @@ class Trainer:
             except Exception:  # noqa: BLE001 - best effort at shutdown
                 pass
         self.cluster.shutdown()
+        cleanup_shared_memory(min_age_s=0)  # this run's segments, now that no process maps them
 
 
 def step_metrics(groups: list[Group], advantages: torch.Tensor, train: dict, timing: dict,
@@ -497,9 +503,41 @@ def train(cfg: Config | None = None, resume_dir: str | Path | None = None) -> Pa
             raise FileExistsError(f"run.dir {run_dir} already holds a run; use `rl train --resume {run_dir}`")
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
-    trainer = Trainer(cfg, run_dir)
+    trainer = None
     try:
+        trainer = Trainer(cfg, run_dir)
         trainer.fit()
+    except Exception as exc:
+        message = fault_message(exc)
+        if message is None:
+            raise
+        log.debug("worker failure", exc_info=True)  # the whole Ray traceback, with -v
+        raise RunStopped(f"{message}\nresume with: rl train --resume {run_dir}") from exc
     finally:
-        trainer.close()
+        if trainer is not None:
+            trainer.close()
     return run_dir
+
+
+class RunStopped(RuntimeError):
+    """A worker died or failed: what, why if known, and the resume command."""
+
+
+def fault_message(exc: BaseException) -> str | None:
+    """A few lines for a Ray worker's death or failure (None: not a worker fault)."""
+    try:
+        from ray import exceptions as rex
+    except ImportError:
+        return None
+    text = str(exc)
+    if isinstance(exc, rex.RayActorError):
+        cls = re.search(r"class_name: (\w+)", text)
+        why = re.search(r"(The actor died[^.\n]*|killed[^.\n]*|exit[^.\n]*)", text)
+        return (f"the {cls.group(1) if cls else 'worker'} actor died"
+                f"{f' ({why.group(1).strip()})' if why else ''}")
+    if isinstance(exc, rex.RayTaskError):
+        cause = getattr(exc, "cause", None)
+        root = f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1] if str(cause).strip() else ''}" \
+            if cause is not None else text.strip().splitlines()[-1]
+        return f"{getattr(exc, 'function_name', 'a worker call')} failed: {root[:500]}"
+    return None

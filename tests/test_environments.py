@@ -245,6 +245,19 @@ def pool(tmp_path_factory, monkeypatch_module):
     p.close()
 
 
+def test_an_environment_that_never_constructs_fails_with_its_name(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(TESTS))
+    build_tokenizer().save_pretrained(tmp_path)
+    t = time.monotonic()
+    with pytest.raises(ValueError, match=r"environments.plugins.hostile_env:HangsOnConstruction: its constructor "
+                                         r"did not return within 3 s"):
+        EnvironmentPool({"math": {}, "plugins.hostile_env:HangsOnConstruction": {}}, str(tmp_path),
+                        construct_timeout_s=3)
+    assert time.monotonic() - t < 30
+    with pytest.raises(ValueError, match=r"^environments.math: .*bogus"):
+        EnvironmentPool({"math": {"bogus": 1}}, str(tmp_path))
+
+
 @pytest.fixture(scope="module")
 def monkeypatch_module():
     with pytest.MonkeyPatch.context() as mp:
@@ -290,6 +303,23 @@ def test_misbehaving_verifier_costs_one_sample_not_the_run(pool, action, reason)
     assert score.reward == 0.0 and reason in score.reason, score
     assert time.monotonic() - start < 3.0 + 2.0
     assert pool.score_text(task, "<think></think>ok").reward == 1.0  # the host is back
+
+
+def test_a_hung_verifier_is_killed_with_its_children(pool):
+    """Issue 20, item 8: the process tree of a timed-out verifier goes with it."""
+    import psutil
+
+    task = Task("hostile/0", "plugins.hostile_env:Hostile", [], "ok")
+    score = pool.score_text(task, "<think></think>spawn-and-hang:4242")
+    assert score.reward == 0.0 and "timeout" in score.reason
+
+    def orphans():
+        return [p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [])[-2:] == ["300", "4242"]]
+
+    deadline = time.monotonic() + 5
+    while orphans() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not orphans()
 
 
 class _Vacuous(StructuredOutputEnvironment):

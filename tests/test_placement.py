@@ -147,3 +147,28 @@ def test_direct_transport_copies_and_auto_choice():
     assert choose_transport("object_store", in_process=True, gpu=False) == "object_store"
     with pytest.raises(ValueError, match="cuda_ipc needs the policy on GPUs"):
         Sender("cuda_ipc").send([("w", t)])
+
+
+def test_stale_shared_memory_is_removed_and_live_segments_are_kept(tmp_path):
+    import mmap
+    import os
+    import time
+
+    from rl.refit import cleanup_shared_memory
+
+    stale = tmp_path / "psm_deadbeef"
+    stale.write_bytes(b"x" * 4096)
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    fresh = tmp_path / "rl-refit-0123456789ab"  # being created right now: kept
+    fresh.write_bytes(b"x")
+    live = tmp_path / "sem.mp-live"
+    live.write_bytes(b"x" * 4096)
+    os.utime(live, (old, old))
+    other = tmp_path / "torch_123"  # not ours
+    other.write_bytes(b"x")
+    os.utime(other, (old, old))
+    with open(live, "r+b") as f, mmap.mmap(f.fileno(), 4096):  # mapped by a live process: kept
+        removed = cleanup_shared_memory(str(tmp_path))
+    assert removed == ["psm_deadbeef"]
+    assert fresh.exists() and live.exists() and other.exists() and not stale.exists()

@@ -15,7 +15,9 @@ process that started it.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import resource
+import signal
 import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -42,17 +44,25 @@ def _die_with_parent() -> None:
 
 def _child_loop(conn, memory_limit_bytes: int | None, initializer) -> None:
     _die_with_parent()
+    os.setpgid(0, 0)  # its own process group: a kill takes the processes it started too
     mp.current_process().daemon = False  # allow grandchildren (see the module docstring)
     if memory_limit_bytes:
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
+    failed = None
     if initializer is not None:
         fn, args = initializer
-        fn(*args)
+        try:
+            fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - every call reports it
+            failed = traceback.format_exception_only(type(exc), exc)[-1].strip()
     while True:
         try:
             fn, args = conn.recv()
         except EOFError:
             return
+        if failed is not None:
+            conn.send((False, f"error: {failed[:300]}"))
+            continue
         try:
             conn.send((True, fn(*args)))
         except MemoryError:
@@ -89,6 +99,10 @@ class IsolatedRunner:
     def _kill(self) -> None:
         if self._proc is not None:
             self.restarts += 1
+            try:
+                os.killpg(self._proc.pid, signal.SIGKILL)  # the child and whatever it started
+            except (ProcessLookupError, PermissionError, TypeError):
+                pass
             self._proc.kill()
             self._proc.join(timeout=5)
         if self._conn is not None:

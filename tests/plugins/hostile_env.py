@@ -27,6 +27,12 @@ class Hostile(Environment):
                 time.sleep(0.1)
         if action == "crash":
             os._exit(3)
+        if action.startswith("spawn-and-hang"):  # a child that outlives the verifier, then a hang
+            import subprocess
+
+            subprocess.Popen(["sleep", "300", action.split(":")[1]] if ":" in action else ["sleep", "300"])
+            while True:
+                time.sleep(0.1)
         if action == "memory":
             blob = bytearray(8 * 2**30)  # over the host's address-space limit
             return Score(float(len(blob) > 0))
@@ -65,3 +71,19 @@ class CrashingEpisodes(MultiTurnEnvironment):
 
     def start(self, task):
         return _Episode()
+
+
+class HangsOnConstruction(Environment):
+    """A plugin whose constructor never returns."""
+
+    name = "hangs"
+
+    def __init__(self, **options):
+        while True:
+            time.sleep(0.1)
+
+    def tasks(self, split):
+        return []
+
+    def score(self, task, completion):
+        return Score(0.0, {})
