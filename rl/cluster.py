@@ -68,11 +68,23 @@ class ActorGroup:
         return lambda *args, **kwargs: gather(self.submit_all(method, *args, **kwargs))[0]
 
 
+class WorkerTimeout(RuntimeError):
+    """A worker did not answer within ``ray.call_timeout_s``."""
+
+
+CALL_TIMEOUT_S: float | None = None
+"""Deadline of one call to Ray workers (``ray.call_timeout_s``, set by ``Cluster``)."""
+
+
 def gather(futures: list) -> list:
     if futures and not isinstance(futures[0], Future):
         import ray
 
-        return ray.get(futures)
+        try:
+            return ray.get(futures, timeout=CALL_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            raise WorkerTimeout(f"a worker did not answer within {CALL_TIMEOUT_S:g} s (ray.call_timeout_s): "
+                                "a vLLM engine core that died, or a hung worker") from None
     return [f.result() for f in futures]
 
 
@@ -137,8 +149,10 @@ def plan_placement(mode: str, num_ranks: int, num_engines: int, judge: bool, clu
 
 class Cluster:
     def __init__(self, cfg: RayConfig):
+        global CALL_TIMEOUT_S
         self.remote = cfg.enabled
         self.placement_group = None
+        CALL_TIMEOUT_S = cfg.call_timeout_s
         if not self.remote:
             return
         try:

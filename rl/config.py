@@ -302,6 +302,9 @@ class RayConfig(_Section):
     """CPUs of the local cluster (None: all)."""
     enabled: bool = True
     """False runs every component in the driver process (debugging, tests)."""
+    call_timeout_s: float = Field(1800.0, gt=0)
+    """Deadline of one call to a worker (a generation, a training step, a checkpoint): past it
+    the run stops with the resume command instead of hanging on a dead vLLM engine core."""
     placement: Literal["auto", "colocated", "split", "cpu"] = "auto"
     """GPUs of the policy ranks and rollout engines (docs/scaling.md). colocated: rank i and
     engine i share GPU i, vLLM sleeping while the trainer works (policy.num_ranks GPUs;

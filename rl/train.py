@@ -35,7 +35,7 @@ from environments.registry import load_tasks
 from rl import grpo
 from rl.batch import collate
 from rl.checkpoint import latest_checkpoint, save_checkpoint, usable_checkpoint
-from rl.cluster import ActorGroup, Cluster, gather
+from rl.cluster import ActorGroup, Cluster, WorkerTimeout, gather
 from rl.config import Config, load_config, save_config
 from rl.models import check_model_dir
 from rl.episodes import EpisodeLimits, ReasoningControl, Trajectory, TurnGenerator, run_episodes
@@ -525,6 +525,8 @@ class RunStopped(RuntimeError):
 
 def fault_message(exc: BaseException) -> str | None:
     """A few lines for a Ray worker's death or failure (None: not a worker fault)."""
+    if isinstance(exc, WorkerTimeout):
+        return str(exc)
     try:
         from ray import exceptions as rex
     except ImportError:
