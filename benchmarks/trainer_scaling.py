@@ -34,7 +34,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -90,18 +89,12 @@ def rank_main(rank: int, world: int, port: int, args: argparse.Namespace, model:
 
 
 def run(world: int, args: argparse.Namespace, model: str, workdir: Path) -> dict:
-    from rl.parallel import free_port
+    from rl.parallel import launch_local
 
     out = str(workdir / f"result-{world}.pt")
-    ctx = mp.get_context("spawn")
-    port = free_port()
-    procs = [ctx.Process(target=rank_main, args=(r, world, port, args, model, out)) for r in range(world)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join()
-    if any(p.exitcode for p in procs):
-        raise SystemExit(f"{world} ranks: a rank exited with {[p.exitcode for p in procs]}")
+    codes = launch_local(rank_main, world, args, model, out)
+    if any(codes):
+        raise SystemExit(f"{world} ranks: a rank exited with {codes}")
     return torch.load(out, weights_only=False)
 
 

@@ -60,6 +60,26 @@ def node_address() -> str:
     return "127.0.0.1"
 
 
+def launch_local(target, world_size: int, *args, timeout_s: float | None = None) -> list[int]:
+    """Start ``target(rank, world_size, port, *args)`` in ``world_size`` fresh
+    processes of this host (spawn), one rank each, rendezvous on a free port;
+    wait for all; return their exit codes. For tests and benchmarks on hosts
+    without Ray (``rl train`` starts its ranks as Ray actors)."""
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    port = free_port()
+    procs = [ctx.Process(target=target, args=(rank, world_size, port, *args)) for rank in range(world_size)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=timeout_s)
+        if proc.exitcode is None:
+            proc.kill()
+            proc.join()
+    return [proc.exitcode for proc in procs]
+
+
 def init_rank(group: RankGroup, device: torch.device, timeout_s: float = 1800) -> None:
     """Join (or create) the default process group for ``group``.
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from rl import grpo
 from rl.batch import TrainBatch, collate
 from rl.config import GRPOConfig, ModelInitConfig, PolicyConfig
 from rl.logprobs import chunked_logprobs
 from rl.models import init_model
-from rl.parallel import RankGroup, free_port
+from rl.parallel import RankGroup, free_port, launch_local
 
 ARCHS = ["qwen3", "qwen3_moe", "nemotron_h"]
 
@@ -68,14 +67,8 @@ def _rank_main(rank: int, world: int, port: int, path: str, policy: dict, out: s
 def _train_ranks(path: str, world: int, **policy) -> list[dict]:
     """``world`` ranks, one process each (a fresh process group every time)."""
     out = f"{path}.result-{free_port()}"
-    ctx = mp.get_context("spawn")
-    port = free_port()
-    procs = [ctx.Process(target=_rank_main, args=(r, world, port, path, policy, out)) for r in range(world)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=300)
-        assert p.exitcode == 0, f"rank process exited with {p.exitcode}"
+    codes = launch_local(_rank_main, world, path, policy, out, timeout_s=300)
+    assert codes == [0] * world, f"rank processes exited with {codes}"
     return [torch.load(f"{out}.{r}", weights_only=False) for r in range(world)]
 
 

@@ -105,6 +105,19 @@ def test_sigkill_after_checkpoint_resumes_without_loss_or_duplicates(tiny_model,
 IN_PROCESS = ["ray.enabled=false", "rollout.backend=transformers", "wandb.enabled=false"]
 
 
+def _train_until_logged(args: list[str], run, steps: int, **popen) -> subprocess.Popen:
+    """Start ``rl train ARGS`` in its own session; return once ``steps`` steps are logged."""
+    proc = subprocess.Popen([sys.executable, "-m", "rl.cli", "train", *args], cwd=ROOT, start_new_session=True,
+                            **({"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL} | popen))
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= steps):
+        if proc.poll() is not None:
+            raise AssertionError("training exited before it could be interrupted")
+        time.sleep(0.2)
+    return proc
+
+
 @pytest.mark.slow
 def test_resume_outlives_the_checkpoint_it_started_from(tiny_model, tmp_path):
     """Issue 20, item 1: a resumed run used to re-read its tokenizer from the
@@ -131,19 +144,11 @@ def test_a_run_killed_before_its_first_checkpoint_starts_over_cleanly(tiny_model
     """Issue 20, item 3: resuming with no checkpoint starts again at step 1 and
     trims metrics.jsonl, so every step is logged once, and says so."""
     run = tmp_path / "run"
-    args = [sys.executable, "-m", "rl.cli", "train", f"model.path={tiny_model}", f"run.dir={run}", "run.steps=3",
-            "run.checkpoint_every=3", *IN_PROCESS, *TINY]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
     metrics = run / "metrics.jsonl"
-    deadline = time.monotonic() + 600
-    try:
-        while time.monotonic() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 1):
-            assert proc.poll() is None, "training exited before it could be killed"
-            time.sleep(0.2)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=60)
+    proc = _train_until_logged([f"model.path={tiny_model}", f"run.dir={run}", "run.steps=3", "run.checkpoint_every=3",
+                                *IN_PROCESS, *TINY], run, steps=1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
     assert not (run / "checkpoints").exists() or not list((run / "checkpoints").glob("step_*"))
     r = run_rl("train", "--resume", str(run), timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -235,16 +240,10 @@ def test_a_killed_policy_actor_stops_the_run_with_the_resume_command(tiny_model,
     import psutil
 
     run = tmp_path / "run"
-    args = [sys.executable, "-m", "rl.cli", "train", f"model.path={tiny_model}", f"run.dir={run}", "run.steps=50",
-            "rollout.backend=transformers", "wandb.enabled=false", *TINY]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    metrics = run / "metrics.jsonl"
-    deadline = time.monotonic() + 600
+    proc = _train_until_logged([f"model.path={tiny_model}", f"run.dir={run}", "run.steps=50",
+                                "rollout.backend=transformers", "wandb.enabled=false", *TINY], run, steps=1,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        while time.monotonic() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 1):
-            assert proc.poll() is None, "training exited before it could be killed"
-            time.sleep(0.2)
         victims = [p for p in psutil.process_iter(["cmdline"]) if "ray::PolicyWorker" in " ".join(p.info["cmdline"] or [])]
         assert victims, "no policy actor process found"
         for v in victims:
