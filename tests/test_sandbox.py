@@ -161,6 +161,28 @@ def test_humaneval_canonical_solutions_pass_and_broken_ones_fail():
         env.close()
 
 
+@pytest.fixture(scope="module")
+def docker_sandbox(docker_image):
+    from verifiers.sandbox import DockerSandbox
+
+    return DockerSandbox(image=docker_image)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(RED_TEAM))
+def test_hostile_program_is_contained_by_docker(docker_sandbox, name):
+    """The same programs in the Docker backend: contained (the host untouched, no
+    secret out, within the time limit), and never a pass unless bubblewrap's is
+    one too (the failure class may differ: a container is another kernel view)."""
+    code, expected = RED_TEAM[name]
+    verdict = docker_sandbox.run_one("def add(a, b):\n    return a + b\n", Case(name, code), LIMITS)
+    allowed = expected if isinstance(expected, tuple) else (expected,)
+    assert verdict.status != "passed" or "passed" in allowed, (verdict.status, verdict.stderr[-500:])
+    assert verdict.seconds < LIMITS.wall_s + 10
+    assert not Path("/evil").exists() and not Path("/usr/evil").exists()
+    assert SECRET not in verdict.stdout + verdict.stderr
+
+
 @pytest.mark.slow
 def test_docker_backend(docker_image):
     from verifiers.sandbox import DockerSandbox
