@@ -148,7 +148,7 @@ def cmd_curriculum_profile(args) -> int:
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     k = args.k or cfg.curriculum.k
-    context = context_length(model)
+    context = context_length(model, cfg.rollout.max_model_len)
     worker = RolloutWorker(args.backend or cfg.rollout.backend, model, dtype=cfg.model.dtype, seed=cfg.run.seed,
                            kv_cache_gib=cfg.rollout.kv_cache_gib, max_model_len=context)
     envs = {n: e.options for n, e in cfg.environments.items()}

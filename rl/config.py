@@ -96,6 +96,9 @@ class RolloutConfig(_Section):
     """Rollout actors; prompts are split evenly between them."""
     max_new_tokens: int = Field(48, ge=1)
     """Tokens per model turn (reasoning and answer)."""
+    max_model_len: int = Field(2048, ge=16)
+    """Context of the engines: prompt plus completion (all turns of an episode); less where
+    the model's positions end sooner."""
     thinking: bool = True
     """Reasoning on; off: every assistant turn opens with ``<think></think>``."""
     reasoning_budget: int | None = Field(None, ge=1)

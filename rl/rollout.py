@@ -59,15 +59,15 @@ def prompt_token_ids(tokenizer, messages: list[dict], thinking: bool = True) -> 
 
 
 MAX_MODEL_LEN = 2048
-"""Context of the rollout engines: prompt and completion (all turns of an episode)."""
+"""Default of ``rollout.max_model_len``."""
 
 
-def context_length(model_path: str) -> int:
-    """MAX_MODEL_LEN, or less where the model's positions end sooner."""
+def context_length(model_path: str, limit: int = MAX_MODEL_LEN) -> int:
+    """``limit`` (``rollout.max_model_len``), or less where the model's positions end sooner."""
     from transformers import AutoConfig
 
     positions = getattr(AutoConfig.from_pretrained(model_path).get_text_config(), "max_position_embeddings", None)
-    return min(MAX_MODEL_LEN, positions or MAX_MODEL_LEN)
+    return min(limit, positions or limit)
 
 
 def _prepack_cpu_moe_on_reload() -> None:

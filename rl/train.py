@@ -79,7 +79,7 @@ class Trainer:
 
         self.model_path = str(resolve_model(cfg))
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-        self.max_model_len = context_length(self.model_path)
+        self.max_model_len = context_length(self.model_path, cfg.rollout.max_model_len)
         env_specs = {name: e.options for name, e in cfg.environments.items()}
         pools = {name: load_tasks(name, opts, "train") for name, opts in env_specs.items()}
 
@@ -135,7 +135,8 @@ class Trainer:
                 Judge, jc.backend, judge_path, max_new_tokens=jc.max_new_tokens,
                 temperature=jc.temperature, retries=jc.retries, seed=cfg.run.seed + 7, dtype=cfg.model.dtype,
                 kv_cache_gib=jc.kv_cache_gib, gpu_memory_utilization=jc.gpu_memory_utilization,
-                enforce_eager=ro.enforce_eager, max_model_len=context_length(judge_path), slot=placement.judge)
+                enforce_eager=ro.enforce_eager, max_model_len=context_length(judge_path, cfg.rollout.max_model_len),
+                slot=placement.judge)
         settings = SamplingSettings(n=1, max_new_tokens=ro.max_new_tokens, temperature=ro.temperature,
                                     top_p=ro.top_p)
         self.turn = TurnGenerator.for_tokenizer(self.generate, settings, self.tokenizer,
