@@ -177,6 +177,8 @@ def test_hostile_program_is_contained_by_docker(docker_sandbox, name):
     code, expected = RED_TEAM[name]
     verdict = docker_sandbox.run_one("def add(a, b):\n    return a + b\n", Case(name, code), LIMITS)
     allowed = expected if isinstance(expected, tuple) else (expected,)
+    if name == "read /etc/passwd":  # the image's own file (bubblewrap shows no /etc at all); not the host's
+        allowed = (*allowed, "passed")
     assert verdict.status != "passed" or "passed" in allowed, (verdict.status, verdict.stderr[-500:])
     assert verdict.seconds < LIMITS.wall_s + 10
     assert not Path("/evil").exists() and not Path("/usr/evil").exists()

@@ -438,17 +438,22 @@ class DockerSandbox(Sandbox):
             nano_cpus=int(self.cpus * 1e9), pids_limit=limits.max_processes, user="65534:65534",
             tmpfs={"/sandbox": f"size={limits.file_size_mb}m", "/tmp": f"size={limits.file_size_mb}m"},
             working_dir="/sandbox", environment={}, cap_drop=["ALL"], security_opt=["no-new-privileges"],
-            ulimits=[docker.types.Ulimit(name="cpu", soft=limits.cpu_s, hard=limits.cpu_s + 1)])  # SIGXCPU first
+            ulimits=[docker.types.Ulimit(name="cpu", soft=limits.cpu_s, hard=limits.cpu_s + 1)],  # SIGXCPU first
+            # a flood of output costs the host at most this much disk, and reading it back stays fast
+            log_config=docker.types.LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}))
         timed_out = False
         try:
             container.start()
             try:
                 code = container.wait(timeout=limits.wall_s)["StatusCode"]
             except Exception:  # noqa: BLE001 - requests timeout: past the wall-clock limit
-                container.kill()
+                try:
+                    container.kill()
+                except docker.errors.APIError:  # it ended on its own meanwhile (its CPU limit)
+                    pass
                 code, timed_out = None, True
-            stdout = container.logs(stdout=True, stderr=False)[: limits.output_bytes + 1]
-            stderr = container.logs(stdout=False, stderr=True)[: limits.output_bytes + 1]
+            stdout = _capped_logs(container, "stdout", limits.output_bytes + 1)
+            stderr = _capped_logs(container, "stderr", limits.output_bytes + 1)
             container.reload()
             if container.attrs.get("State", {}).get("OOMKilled", False):
                 stderr += b"\nMemoryError: the container ran out of memory"
@@ -456,6 +461,22 @@ class DockerSandbox(Sandbox):
             container.remove(force=True)
         return Raw(code, stdout[: limits.output_bytes], stderr[: limits.output_bytes], timed_out,
                    len(stdout) > limits.output_bytes or len(stderr) > limits.output_bytes, time.monotonic() - start)
+
+
+def _capped_logs(container, stream: str, cap: int) -> bytes:
+    """The first ``cap`` bytes of a container's stdout or stderr, read as a stream."""
+    out = bytearray()
+    chunks = container.logs(stdout=stream == "stdout", stderr=stream == "stderr", stream=True, follow=False)
+    try:
+        for chunk in chunks:
+            out += chunk
+            if len(out) >= cap:
+                break
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    return bytes(out[:cap])
 
 
 def make_sandbox(backend: str = "bubblewrap", **options) -> Sandbox:
