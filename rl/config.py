@@ -40,9 +40,16 @@ class RunConfig(_Section):
     keep_checkpoints: int = Field(2, ge=1)
     """Older checkpoints beyond this many are deleted."""
     eval_every: int = Field(0, ge=0)
-    """Held-out pass@1 every N steps (0: only the final eval, if eval_samples > 0)."""
+    """Validate every N steps and at the last step (0: never): ``eval_samples`` completions of
+    a fixed, seeded set of ``eval_prompts`` test-split tasks per environment, generated with the
+    weights already in the engines; logged as ``val/reward_mean|pass@1|pass@k/<env>`` and overall."""
     eval_prompts: int = Field(128, ge=1)
-    """Number of test-split tasks per environment in the in-run eval."""
+    """Test-split tasks per environment in each validation."""
+    eval_samples: int = Field(4, ge=1)
+    """k: completions per validation task (pass@1 and pass@k, unbiased)."""
+    best_metric: str | None = "val/pass@1"
+    """The validation metric to maximise: the best step's policy is kept in ``<run>/best/``
+    (None: no best checkpoint)."""
 
 
 class ModelInitConfig(_Section):

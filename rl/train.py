@@ -151,6 +151,12 @@ class Trainer:
                 self.plateau.load_state_dict(state["plateau"])
                 self.reprofiles = state.get("reprofiles", 0)
         self.metrics = MetricsLog(run_dir, cfg, resume_step=self.start_step - 1)
+        self.best = (state or {}).get("best")  # {"step", "value"} of the best validation so far
+        self.val_tasks: list[Task] = []
+        if cfg.run.eval_every:
+            for name, opts in env_specs.items():
+                pool = load_tasks(name, opts, "test")
+                self.val_tasks += random.Random(cfg.run.seed + 17).sample(pool, min(cfg.run.eval_prompts, len(pool)))
 
     # ------------------------------------------------------------ sampling
 
@@ -359,10 +365,33 @@ class Trainer:
 
     # ----------------------------------------------------------------- run
 
+    def validate(self) -> dict[str, float]:
+        """``val/*`` metrics of the fixed validation tasks, with the engines' current weights."""
+        k = self.cfg.run.eval_samples
+        groups, _ = self.rollout_and_score(self.val_tasks, n=k)
+        out: dict[str, float] = {}
+        for env in [None, *sorted({gr.task.env for gr in groups})]:
+            mine = [gr for gr in groups if env is None or gr.task.env == env]
+            correct = [sum(r >= 1.0 for r in gr.rewards) for gr in mine]
+            suffix = "" if env is None else f"/{env}"
+            out[f"val/reward_mean{suffix}"] = sum(sum(gr.rewards) / len(gr.rewards) for gr in mine) / len(mine)
+            out[f"val/pass@1{suffix}"] = sum(grpo.pass_at_k(k, c, 1) for c in correct) / len(mine)
+            out[f"val/pass@{k}{suffix}"] = sum(grpo.pass_at_k(k, c, k) for c in correct) / len(mine)
+        return out
+
     def checkpoint(self, step: int) -> None:
         state = {"sampler": self.sampler.state_dict(), "python_rng": random.getstate(),
-                 "plateau": self.plateau.state_dict(), "reprofiles": self.reprofiles}
+                 "plateau": self.plateau.state_dict(), "reprofiles": self.reprofiles, "best": self.best}
         save_checkpoint(self.run_dir, step, self.policy.save, state, self.cfg.run.keep_checkpoints)
+
+    def keep_if_best(self, step: int, metrics: dict[str, float]) -> None:
+        """Keep this step's policy in ``<run>/best/`` when ``run.best_metric`` improved."""
+        key = self.cfg.run.best_metric
+        if key is None or key not in metrics:
+            return
+        if self.best is None or metrics[key] > self.best["value"]:
+            self.best = {"step": step, "value": metrics[key], "metric": key}
+            save_checkpoint(self.run_dir / "best", step, self.policy.save, {"best": self.best}, keep=1)
 
     def fit(self) -> None:
         from tqdm import tqdm
@@ -372,6 +401,11 @@ class Trainer:
                    desc="GRPO", unit="step", dynamic_ncols=True)
         for step in bar:
             metrics = self.step(step)
+            if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
+                t = time.perf_counter()
+                metrics.update(self.validate())
+                metrics["timing/validation_s"] = time.perf_counter() - t
+                self.keep_if_best(step, metrics)
             self.metrics.log(step, metrics)
             bar.set_postfix(reward=f"{metrics['train/reward_mean']:.3f}",
                             pass_rate=f"{metrics['train/pass_rate']:.2f}")

@@ -258,3 +258,26 @@ def test_a_killed_policy_actor_stops_the_run_with_the_resume_command(tiny_model,
     assert elapsed < 30, elapsed
     assert "the PolicyWorker actor died" in err and f"rl train --resume {run}" in err, err[-2000:]
     assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_validation_during_training_keeps_the_best_step(tiny_model, tmp_path):
+    """run.eval_every: val/* metrics of a fixed test set with the engines' weights, and the
+    best step's policy (by run.best_metric) in <run>/best/."""
+    run = tmp_path / "run"
+    r = run_rl("train", f"model.path={tiny_model}", f"run.dir={run}", "run.steps=3", "run.eval_every=2",
+               "run.eval_prompts=6", "run.eval_samples=2", *IN_PROCESS, *TINY, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = read_metrics(run / "metrics.jsonl")
+    validated = [row["step"] for row in rows if "val/pass@1" in row]
+    assert validated == [2, 3]  # every 2 steps and at the last
+    for row in rows:
+        if "val/pass@1" in row:
+            for key in ("val/reward_mean", "val/pass@2", "val/reward_mean/math", "val/pass@1/math", "val/pass@2/math"):
+                assert 0.0 <= row[key] <= 1.0, key
+            assert row["val/pass@1/math"] <= row["val/pass@2/math"]
+    best = list((run / "best" / "checkpoints").glob("step_*"))
+    assert len(best) == 1 and (best[0] / "policy" / "model" / "config.json").is_file()
+    scores = {row["step"]: row["val/pass@1"] for row in rows if "val/pass@1" in row}
+    best_step = int(best[0].name.split("_")[1])
+    assert scores[best_step] == max(scores.values())
