@@ -336,14 +336,11 @@ class Trainer:
         self.refit()                                                                    # 10
         t3 = time.perf_counter()
         timing.update(train_s=t2 - t1, refit_s=t3 - t2, step_s=t3 - t_step, refit_frac=(t3 - t2) / (t3 - t_step))
-        metrics = step_metrics(groups, advantages, train, timing, ds_rounds)
+        metrics = step_metrics(groups, advantages, train, timing, ds_rounds, zero_std_before)
         if counters:  # summed over the step's dynamic-sampling rounds
             responses = max(counters.pop("rlhf/responses"), 1.0)
             metrics.update({"rlhf/unscored_frac": counters.pop("rlhf/unscored") / responses,
                             "rlhf/bonus_frac": counters.pop("rlhf/bonuses") / responses, **counters})
-        # frac_zero_std counts the groups as sampled; after refilling, what was trained on
-        metrics["train/frac_zero_std_after_refill"] = metrics["train/frac_zero_std"]
-        metrics["train/frac_zero_std"] = zero_std_before
         if curriculum:
             metrics.update(self.sampler.metrics())
             if self.cfg.curriculum.reprofile.enabled and self.plateau.update(metrics["train/reward_mean"]):
@@ -424,7 +421,7 @@ class Trainer:
 
 
 def step_metrics(groups: list[Group], advantages: torch.Tensor, train: dict, timing: dict,
-                 ds_rounds: int) -> dict[str, float]:
+                 ds_rounds: int, zero_std_before: float) -> dict[str, float]:
     rewards = torch.tensor([gr.rewards for gr in groups], dtype=torch.float32)
     lengths = torch.tensor([len(c.token_ids) for gr in groups for c in gr.completions], dtype=torch.float32)
     truncated = torch.tensor([c.truncated for gr in groups for c in gr.completions], dtype=torch.float32)
@@ -432,7 +429,9 @@ def step_metrics(groups: list[Group], advantages: torch.Tensor, train: dict, tim
         "train/reward_mean": float(rewards.mean()),
         "train/reward_std": float(rewards.std()) if rewards.numel() > 1 else 0.0,
         "train/pass_rate": float((rewards >= 1.0).float().mean()),
-        "train/frac_zero_std": float(grpo.zero_std_groups(rewards).float().mean()),
+        # the groups as sampled; after dynamic sampling's refills, the groups trained on
+        "train/frac_zero_std": zero_std_before,
+        "train/frac_zero_std_after_refill": float(grpo.zero_std_groups(rewards).float().mean()),
         "train/advantage_mean": float(advantages.mean()),
         "train/advantage_abs_mean": float(advantages.abs().mean()),
         "train/response_len_mean": float(lengths.mean()),
