@@ -1,4 +1,4 @@
-"""Gaussian pass-rate curriculum (docs/algorithms.md section 3).
+"""Gaussian pass-rate curriculum (docs/recipe.md section 3).
 
 Every task has a profiled pass rate p (fraction of k sampled completions
 with full reward). At step s of S the target distribution of p in a batch
@@ -104,7 +104,7 @@ class Plateau:
 
 
 class GaussianCurriculum:
-    """``next_batch(B)`` with the batch composition of docs/algorithms.md section 3.
+    """``next_batch(B)`` with the batch composition of docs/recipe.md section 3.
 
     ``profile``: task id -> pass rate in [0, 1]; ``k``: completions per task
     of the profile (the number of bins is k+1). Tasks missing from the

@@ -1,5 +1,5 @@
 """GenRM circular comparison and group-relative length control
-(docs/algorithms.md sections 4 and 5), as pure functions.
+(docs/recipe.md sections 4 and 5), as pure functions.
 
 The judge sees a conversation and two final answers and answers JSON
 ``{"score_1": h1, "score_2": h2, "ranking": r}`` with helpfulness h in 1..5

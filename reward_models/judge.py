@@ -1,6 +1,6 @@
 """The GenRM judge: its pairwise prompt, and the worker that runs it.
 
-``judge_messages`` builds the prompt the judge sees (docs/algorithms.md section 4):
+``judge_messages`` builds the prompt the judge sees (docs/recipe.md section 4):
 the conversation and two final answers. ``Judge`` is what runs in the judge
 actor: its own engine (vLLM or transformers) and model; it samples a
 judgement per comparison, parses it strictly, asks again for the ones that

@@ -53,12 +53,14 @@ def _fsync_dir(path: Path) -> None:
 
 
 def save_checkpoint(run_dir: Path, step: int, write_policy: Callable[[str], None], state: dict,
-                    keep: int) -> Path:
-    """``write_policy(folder)`` writes the policy files; ``state`` goes to state.json."""
+                    keep: int, name: str | None = None) -> Path:
+    """``write_policy(folder)`` writes the policy files; ``state`` goes to state.json.
+    ``name`` (e.g. ``best``): a checkpoint of its own, replaced in place and never
+    rotated away; otherwise ``step_N``, of which the latest ``keep`` stay."""
     root = checkpoint_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step_{step:06d}"
-    tmp = root / f".tmp-step_{step:06d}"
+    final = root / (name or f"step_{step:06d}")
+    tmp = root / f".tmp-{name or f'step_{step:06d}'}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir()
@@ -76,8 +78,9 @@ def save_checkpoint(run_dir: Path, step: int, write_policy: Callable[[str], None
         shutil.rmtree(final)
     os.replace(tmp, final)
     _fsync_dir(root)
-    for _, old in list_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    if name is None:
+        for _, old in list_checkpoints(run_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
     return final
 
 

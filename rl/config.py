@@ -2,7 +2,7 @@
 YAML file plus dotted command-line overrides (``grpo.lr=1e-6``).
 
 Every field is documented where it is declared, with its default. Defaults
-follow docs/algorithms.md (the Nemotron 3 Nano recipe) where the recipe gives one;
+follow docs/recipe.md (the Nemotron 3 Nano recipe) where the recipe gives one;
 the tiny CPU configs in ``configs/`` override the scale.
 """
 
@@ -48,8 +48,8 @@ class RunConfig(_Section):
     eval_samples: int = Field(4, ge=1)
     """k: completions per validation task (pass@1 and pass@k, unbiased)."""
     best_metric: str | None = "val/pass@1"
-    """The validation metric to maximise: the best step's policy is kept in ``<run>/best/``
-    (None: no best checkpoint)."""
+    """The validation metric to maximise: the best step's policy is kept in
+    ``checkpoints/best``, which rotation never deletes (None: no best checkpoint)."""
 
 
 class ModelInitConfig(_Section):
@@ -127,13 +127,13 @@ class RolloutConfig(_Section):
 
 
 class ISCorrectionConfig(_Section):
-    """Rollout/trainer mismatch correction (docs/algorithms.md 1.7)."""
+    """Rollout/trainer mismatch correction (docs/recipe.md 1.7)."""
 
     mode: Literal["none", "tis", "token_mask", "seq_mask"] = "seq_mask"
     """How tokens sampled by the engine under a slightly different policy are weighted:
     none; tis (truncated importance weight min(w, tis_cap)); token_mask (drop tokens whose
     w = exp(lp_old - lp_gen) is outside [band_low, band_high]); seq_mask (drop whole
-    sequences by their geometric-mean w, the Nano default). docs/algorithms.md."""
+    sequences by their geometric-mean w, the Nano default). docs/recipe.md."""
     tis_cap: float = Field(2.0, gt=0)
     """C in w = min(w, C) for ``tis``."""
     band_low: float = Field(0.5, gt=0)
@@ -278,7 +278,7 @@ class ReprofileConfig(_Section):
 
 
 class CurriculumConfig(_Section):
-    """Gaussian pass-rate curriculum (docs/algorithms.md section 3)."""
+    """Gaussian pass-rate curriculum (docs/recipe.md section 3)."""
 
     enabled: bool = False
     """False: fixed-ratio uniform sampling."""

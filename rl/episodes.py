@@ -6,7 +6,7 @@ exactly the tokens the engine generated and the tokens the rollout appended
 on the way to the trainer. Only generated tokens carry loss (``mask`` 1)
 and a logprob; appended ones have mask 0 and logprob 0.
 
-Reasoning control (docs/algorithms.md section 2):
+Reasoning control (docs/recipe.md section 2):
 - thinking off: the prompt opens the assistant turn with ``<think></think>``
   (the chat template's ``enable_thinking=False``);
 - a reasoning budget of N tokens: a turn is generated up to ``</think>`` or N

@@ -1,4 +1,4 @@
-"""GRPO math (docs/algorithms.md section 1), as pure functions over tensors.
+"""GRPO math (docs/recipe.md section 1), as pure functions over tensors.
 
 Shapes: ``N`` sequences (completions), ``T`` token positions. Token tensors
 are aligned so that position t holds the log-probability of token t of the
@@ -184,7 +184,7 @@ def token_logprobs_and_entropy(logits: torch.Tensor, targets: torch.Tensor,
 
 
 def expert_bias_update(bias: torch.Tensor, load: torch.Tensor, rate: float = 1e-3) -> torch.Tensor:
-    """Aux-loss-free MoE balancing (docs/algorithms.md 1.9): ``bias_e += u * sign(mean_load - load_e)``.
+    """Aux-loss-free MoE balancing (docs/recipe.md 1.9): ``bias_e += u * sign(mean_load - load_e)``.
 
     ``load`` counts the tokens routed to each expert in the step's forward
     passes; under-used experts get a higher selection bias.

@@ -32,7 +32,7 @@ MARKER_TOKENS = [
 CHARS = [chr(i) for i in range(32, 127)] + ["\n", "\t"]
 
 # ChatML (compact: no newlines between turns) with Qwen3's reasoning rule
-# (docs/algorithms.md section 2): the reasoning of assistant turns before the last
+# (docs/recipe.md section 2): the reasoning of assistant turns before the last
 # user message is dropped; that of the current turn's tool steps is kept.
 # Tool results are user turns of <tool_response> blocks, consecutive ones
 # merged. ``enable_thinking=False`` opens the assistant turn with an empty

@@ -13,7 +13,7 @@ Two backends with one interface:
 - ``HFEngine``: transformers, sampling token by token, for hosts or models
   vLLM cannot serve (no vLLM installed, Nemotron-H MoE on CPU).
 
-``lp_gen`` is the *processed* logprob (after temperature), as docs/algorithms.md
+``lp_gen`` is the *processed* logprob (after temperature), as docs/recipe.md
 defines it.
 """
 

@@ -1,4 +1,4 @@
-"""``rl train``: synchronous GRPO, one step as in docs/algorithms.md section 1.
+"""``rl train``: synchronous GRPO, one step as in docs/recipe.md section 1.
 
     for step in steps:
         1. tasks      = sampler.next_batch(B)                 fixed ratios between environments
@@ -251,7 +251,7 @@ class Trainer:
         return groups_out, timing
 
     def judge_groups(self, groups: list[Group]) -> dict[str, float]:
-        """RLHF rewards (docs/algorithms.md sections 4-5): circular comparison of each group's
+        """RLHF rewards (docs/recipe.md sections 4-5): circular comparison of each group's
         answers by the judge, base rewards, then group-relative length control.
         The verifier's reward stays in the components as ``verifier`` (its own
         components as ``verifier/<name>``). Returns
@@ -382,13 +382,14 @@ class Trainer:
         save_checkpoint(self.run_dir, step, self.policy.save, state, self.cfg.run.keep_checkpoints)
 
     def keep_if_best(self, step: int, metrics: dict[str, float]) -> None:
-        """Keep this step's policy in ``<run>/best/`` when ``run.best_metric`` improved."""
+        """Keep this step's policy in ``checkpoints/best`` when ``run.best_metric`` improved
+        (never rotated away; its state.json names the step and the value)."""
         key = self.cfg.run.best_metric
         if key is None or key not in metrics:
             return
         if self.best is None or metrics[key] > self.best["value"]:
             self.best = {"step": step, "value": metrics[key], "metric": key}
-            save_checkpoint(self.run_dir / "best", step, self.policy.save, {"best": self.best}, keep=1)
+            save_checkpoint(self.run_dir, step, self.policy.save, {"best": self.best}, keep=1, name="best")
 
     def fit(self) -> None:
         from tqdm import tqdm

@@ -74,3 +74,11 @@ def test_a_misspelt_alias_suggests_its_key():
 
     with pytest.raises(ValueError, match=r"'grpo.learnig_rate' \(did you mean 'grpo.lr'\?\)"):
         load_config(None, ["grpo.learnig_rate=1e-5"])
+
+
+def test_the_best_checkpoint_survives_rotation(tmp_path):
+    save_checkpoint(tmp_path, 1, _policy_files, {}, keep=1, name="best")
+    for step in (2, 3, 4):
+        save_checkpoint(tmp_path, step, _policy_files, {}, keep=1)
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [4]
+    assert json.loads((tmp_path / "checkpoints" / "best" / "state.json").read_text())["step"] == 1

@@ -60,3 +60,28 @@ def test_shipped_configs_validate():
     assert files
     for f in files:
         load_config(f)
+
+
+def test_every_config_leaf_is_documented_where_it_is_declared():
+    """A docstring right below each field that is not a section of its own."""
+    import ast
+    import inspect
+
+    from pydantic import BaseModel
+
+    import rl.config as config
+
+    undocumented = []
+    for cls in [c for c in vars(config).values() if inspect.isclass(c) and issubclass(c, config._Section)]:
+        tree = ast.parse(inspect.getsource(cls)).body[0]
+        for i, node in enumerate(tree.body):
+            if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+                continue
+            annotation = cls.model_fields[node.target.id].annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel) or node.target.id == "environments":
+                continue  # a section: its class says what it is
+            following = tree.body[i + 1] if i + 1 < len(tree.body) else None
+            if not (isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
+                    and isinstance(following.value.value, str)):
+                undocumented.append(f"{cls.__name__}.{node.target.id}")
+    assert not undocumented, undocumented

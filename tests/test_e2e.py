@@ -263,7 +263,7 @@ def test_a_killed_policy_actor_stops_the_run_with_the_resume_command(tiny_model,
 @pytest.mark.slow
 def test_validation_during_training_keeps_the_best_step(tiny_model, tmp_path):
     """run.eval_every: val/* metrics of a fixed test set with the engines' weights, and the
-    best step's policy (by run.best_metric) in <run>/best/."""
+    best step's policy (by run.best_metric) in checkpoints/best."""
     run = tmp_path / "run"
     r = run_rl("train", f"model.path={tiny_model}", f"run.dir={run}", "run.steps=3", "run.eval_every=2",
                "run.eval_prompts=6", "run.eval_samples=2", *IN_PROCESS, *TINY, timeout=600)
@@ -276,8 +276,8 @@ def test_validation_during_training_keeps_the_best_step(tiny_model, tmp_path):
             for key in ("val/reward_mean", "val/pass@2", "val/reward_mean/math", "val/pass@1/math", "val/pass@2/math"):
                 assert 0.0 <= row[key] <= 1.0, key
             assert row["val/pass@1/math"] <= row["val/pass@2/math"]
-    best = list((run / "best" / "checkpoints").glob("step_*"))
-    assert len(best) == 1 and (best[0] / "policy" / "model" / "config.json").is_file()
+    best = run / "checkpoints" / "best"
+    assert (best / "policy" / "model" / "config.json").is_file()
     scores = {row["step"]: row["val/pass@1"] for row in rows if "val/pass@1" in row}
-    best_step = int(best[0].name.split("_")[1])
-    assert scores[best_step] == max(scores.values())
+    kept = json.loads((best / "state.json").read_text())["best"]
+    assert kept["value"] == scores[kept["step"]] == max(scores.values())

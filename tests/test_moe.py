@@ -1,4 +1,4 @@
-"""Frozen MoE routers and the aux-loss-free expert-bias update (docs/algorithms.md 1.9)."""
+"""Frozen MoE routers and the aux-loss-free expert-bias update (docs/recipe.md 1.9)."""
 
 import pytest
 import torch

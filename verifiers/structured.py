@@ -1,4 +1,4 @@
-"""Structured-output checking (docs/algorithms.md section 6): the answer must parse as
+"""Structured-output checking (docs/recipe.md section 6): the answer must parse as
 JSON and validate against the task's schema made strict (every property
 required, no extra properties, at every level). A markdown fence fails: the
 answer is the JSON document and nothing else."""

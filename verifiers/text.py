@@ -1,4 +1,4 @@
-"""The parts of a completion that verifiers look at (docs/algorithms.md section 2).
+"""The parts of a completion that verifiers look at (docs/recipe.md section 2).
 
 Completions are ``<think>reasoning</think>answer``; verifiers and judges see
 only the answer.

@@ -1,4 +1,4 @@
-"""XML tool calls (docs/algorithms.md section 6), parsed from the answer part of a turn:
+"""XML tool calls (docs/recipe.md section 6), parsed from the answer part of a turn:
 
     <tool_call><function=NAME><parameter=ARG>value</parameter>...</function></tool_call>
 

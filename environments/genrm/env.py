@@ -1,4 +1,4 @@
-"""Training the judge itself (docs/algorithms.md section 4): a task is a conversation
+"""Training the judge itself (docs/recipe.md section 4): a task is a conversation
 with two answers and their ground-truth judgement; the judge's completion
 earns ``R = -C1*[format invalid] - |P_h1 - G_h1| - |P_h2 - G_h2| - C2*|P_r - G_r|``
 (0 is perfect). Every labelled pair is also used with the answers swapped.

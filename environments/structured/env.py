@@ -3,7 +3,7 @@
 Generated tasks describe a record (a person, a book, an order ...) and give
 a JSON schema of 2-5 fields drawn from typed field kinds (strings, bounded
 integers, booleans, enums, arrays, nested objects). The reward is 1 when the
-answer parses and validates against the schema made strict (docs/algorithms.md
+answer parses and validates against the schema made strict (docs/recipe.md
 section 6); components ``parses`` and ``valid``. Task files (JSON lines):
 ``{"prompt": ..., "schema": {...}, "reference": ...}``.
 """

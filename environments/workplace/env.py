@@ -4,7 +4,7 @@ The model calls tools in XML (``verifiers.toolcall``); each call runs in its
 own transaction on the episode's copy of the seeded database and its result
 (or error) comes back as a tool response. A turn without tool calls is the
 final answer. Reward 1 when the final database state equals the state that
-the task's reference calls produce on a fresh copy (docs/algorithms.md section 6).
+the task's reference calls produce on a fresh copy (docs/recipe.md section 6).
 
 Tasks come in three levels: one call (1), several calls in one turn (2),
 and a lookup whose result the next turn's calls need (3).
