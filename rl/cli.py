@@ -44,6 +44,16 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from rl.report import report
+
+    written = report(args.runs, args.out)
+    out = Path(args.out) if args.out else Path(args.runs[0]) / "report"
+    print(f"wrote {', '.join(sorted(written))} and summary.md to {out}")
+    print((out / "summary.md").read_text(), end="")
+    return 0
+
+
 def _print_curve(path: Path, width: int = 50) -> None:
     """A reward curve in the terminal (W&B shows the same online or after ``wandb sync``)."""
     from rl.tracking import read_metrics
@@ -191,6 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("args", nargs="*", metavar="[CONFIG] key=value", help="config file and dotted overrides")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
     t.set_defaults(fn=cmd_train)
+
+    rp = sub.add_parser("report", help="PNG plots and a summary of one or more runs (overlaid)")
+    rp.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    rp.add_argument("-o", "--out", default=None, help="folder for the plots (default: RUN_DIR/report of the first)")
+    rp.set_defaults(fn=cmd_report)
 
     e = sub.add_parser("eval", help="pass@1 / pass@k of a model or checkpoint")
     e.add_argument("checkpoint", help="HF model folder, or a run's checkpoints/step_N folder")
