@@ -39,21 +39,32 @@ SEGMENT_PREFIX = "rl-refit-"
 LEAKED_PREFIXES = (SEGMENT_PREFIX, "psm_", "sem.mp-")
 
 
-def cleanup_shared_memory(directory: str = "/dev/shm", prefixes: tuple[str, ...] = LEAKED_PREFIXES,
-                          min_age_s: float = 30.0) -> list[str]:
-    """Remove segments of ``prefixes`` that no live process maps or holds open and
-    that are older than ``min_age_s`` (a segment being created is not taken).
-    Run at the start of a run (after a SIGKILLed one) and at its end. Returns
-    the names removed."""
-    import os
+def shared_memory_segments(directory: str = "/dev/shm", prefixes: tuple[str, ...] = LEAKED_PREFIXES) -> set[str]:
+    root = Path(directory)
+    return {p.name for p in root.iterdir() if p.name.startswith(prefixes)} if root.is_dir() else set()
+
+
+def release_shared_memory(before: set[str], patience_s: float = 10.0, directory: str = "/dev/shm") -> set[str]:
+    """At the end of a run: remove the segments that appeared since ``before``
+    (this run's) as soon as no process maps them (an engine core can outlive its
+    actor by a moment), waiting at most ``patience_s``. Returns what is left."""
     import time
 
-    root = Path(directory)
-    if not root.is_dir():
-        return []
-    candidates = [p for p in root.iterdir() if p.name.startswith(prefixes)]
-    if not candidates:
-        return []
+    deadline = time.monotonic() + patience_s
+    while True:
+        ours = shared_memory_segments(directory) - before
+        if ours:
+            cleanup_shared_memory(directory, prefixes=tuple(ours), min_age_s=0)
+            ours = shared_memory_segments(directory) - before
+        if not ours or time.monotonic() > deadline:
+            return ours
+        time.sleep(0.2)
+
+
+def segments_in_use(directory: str = "/dev/shm") -> set[str]:
+    """Names under ``directory`` that some live process maps or holds open."""
+    import os
+
     in_use: set[str] = set()
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -68,6 +79,24 @@ def cleanup_shared_memory(directory: str = "/dev/shm", prefixes: tuple[str, ...]
                     in_use.add(target[len(directory) + 1:].split(" ")[0])
         except OSError:
             continue
+    return in_use
+
+
+def cleanup_shared_memory(directory: str = "/dev/shm", prefixes: tuple[str, ...] = LEAKED_PREFIXES,
+                          min_age_s: float = 30.0) -> list[str]:
+    """Remove segments of ``prefixes`` that no live process maps or holds open and
+    that are older than ``min_age_s`` (a segment being created is not taken).
+    Run at the start of a run (after a SIGKILLed one) and at its end. Returns
+    the names removed."""
+    import time
+
+    root = Path(directory)
+    if not root.is_dir():
+        return []
+    candidates = [p for p in root.iterdir() if p.name.startswith(prefixes)]
+    if not candidates:
+        return []
+    in_use = segments_in_use(directory)
     removed, now = [], time.time()
     for path in candidates:
         try:

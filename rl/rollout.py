@@ -318,6 +318,18 @@ class RolloutWorker:
     def __init__(self, backend: str, model_path: str, **engine_kwargs):
         self.engine = make_engine(backend, model_path, **engine_kwargs)
 
+    def close(self) -> None:
+        """Stop the engine (vLLM: its engine-core process and shared memory) now,
+        rather than whenever the actor's process is killed."""
+        import gc
+
+        llm = getattr(self.engine, "llm", None)
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+        self.engine = None
+        gc.collect()
+
     def generate(self, prompts: list[list[int]], settings: SamplingSettings,
                  max_tokens: list[int] | None = None) -> list[list[Completion]]:
         return self.engine.generate(prompts, settings, max_tokens)

@@ -41,7 +41,8 @@ from rl.models import check_model_dir
 from rl.episodes import EpisodeLimits, ReasoningControl, Trajectory, TurnGenerator, run_episodes
 from rl.parallel import RankGroup, free_port
 from rl.policy import PolicyWorker
-from rl.refit import choose_transport, cleanup_shared_memory, refit_engines
+from rl.refit import (choose_transport, cleanup_shared_memory, refit_engines, release_shared_memory,
+                      shared_memory_segments)
 from rl.rollout import Completion, RolloutWorker, SamplingSettings, context_length, prompt_token_ids
 from rl.sft import resolve_model
 from rl.tracking import MetricsLog
@@ -98,6 +99,7 @@ class Trainer:
                 log.warning("%s has no usable checkpoint yet: starting over from step 1 (metrics.jsonl trimmed)",
                             run_dir)
         stale = cleanup_shared_memory()  # what a killed run left in /dev/shm
+        self.segments_before = shared_memory_segments()
         if stale:
             log.info("removed %d stale shared-memory segments of earlier runs", len(stale))
         self.cluster = Cluster(cfg.ray)
@@ -412,13 +414,15 @@ class Trainer:
 
     def close(self) -> None:
         self.metrics.close()
-        for component in (self.envs, self.policy):
+        for component in (self.envs, self.policy, *self.rollout):
             try:
                 component.close()
             except Exception:  # noqa: BLE001 - best effort at shutdown
                 pass
         self.cluster.shutdown()
-        cleanup_shared_memory(min_age_s=0)  # this run's segments, now that no process maps them
+        left = release_shared_memory(self.segments_before)  # this run's segments, once nothing maps them
+        if left:
+            log.warning("shared memory still in use after the run: %s", sorted(left))
 
 
 def step_metrics(groups: list[Group], advantages: torch.Tensor, train: dict, timing: dict,
