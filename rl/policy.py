@@ -326,10 +326,12 @@ class PolicyWorker:
         bucket, size = {}, 0
         for i, name in enumerate(names):
             tensor = full_tensor(state[name].detach())  # every rank takes part in the gather
+            cast = dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype
+            # Counted on every rank (each holds the whole tensor now), so all ranks end
+            # their buckets at the same names and stay in step through the gathers.
+            size += tensor.numel() * cast.itemsize
             if self.rank.is_main:
-                cast = dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype
                 bucket[name] = tensor.to(device or self.device, cast, copy=True).contiguous()
-                size += tensor.numel() * tensor.element_size()
             if size >= bucket_bytes or i == len(names) - 1:
                 if checkpoint_format and bucket:
                     bucket = revert_weight_conversion(self.lm, bucket)

@@ -56,8 +56,11 @@ def _train(path: str, rank: RankGroup, steps: int = 2, **policy) -> dict:
     worker.optimizer.register_step_pre_hook(first_gradient)
     metrics = [worker.train_step(_batch(seed)) for seed in range(steps)]
     weights = worker.state_dict(checkpoint_format=False)
+    # small buckets: the refit's gathers must end their buckets at the same names on every rank
+    bucket_names = [[n for n, _ in b] for b in worker.weight_buckets(4096, checkpoint_format=False)]
     buffers = {n: b.clone() for n, b in worker.lm.named_buffers() if "e_score_correction_bias" in n}
-    return {"metrics": metrics, "weights": weights, "buffers": buffers, "info": worker.info(), "grads": grads}
+    return {"metrics": metrics, "weights": weights, "buffers": buffers, "info": worker.info(), "grads": grads,
+            "buckets": bucket_names}
 
 
 def _rank_main(rank: int, world: int, port: int, path: str, policy: dict, out: str) -> None:
@@ -88,6 +91,9 @@ def test_two_gloo_ranks_make_the_update_of_one(models, arch):
             assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-5), key
     assert two[0]["metrics"] == two[1]["metrics"]  # every rank reports the reduced metrics
     assert two[1]["weights"] == {}  # only rank 0 holds the gathered weights
+    assert len(two[0]["buckets"]) == len(two[1]["buckets"]) == len(one["buckets"]) > 1
+    assert [n for b in two[0]["buckets"] for n in b] == [n for b in one["buckets"] for n in b]
+    assert all(b == [] for b in two[1]["buckets"])
     assert one["weights"].keys() == two[0]["weights"].keys()
     for name, w in one["weights"].items():
         assert torch.allclose(two[0]["weights"][name], w, atol=1e-5), name

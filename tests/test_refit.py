@@ -70,8 +70,8 @@ def _engine(sleep_mode: bool) -> tuple[VLLMEngine, ScriptedLLM]:
 @pytest.fixture(scope="module")
 def policy(tmp_path_factory):
     path = init_model(ModelInitConfig(hidden_size=256, num_layers=2, num_heads=2, num_kv_heads=1, head_dim=32,
-                                      intermediate_size=512), tmp_path_factory.mktemp("refit") / "model")
-    # 3.8 MB of fp32 weights in 1 MiB buckets: the model goes over in several
+                                      intermediate_size=1024), tmp_path_factory.mktemp("refit") / "model")
+    # 3.5 MB of weights when cast to bf16 (buckets count the bytes sent) in 1 MiB buckets: several
     worker = PolicyWorker(str(path), GRPOConfig(), PolicyConfig(compute_dtype="float32", refit_bucket_mb=1),
                           device="cpu")
     yield worker
