@@ -266,7 +266,10 @@ class PolicyWorker:
             lp_old = lp.detach()  # one update per step: the policy that generated is the one being trained
             mw = grpo.mismatch_weights(lp_old, d.lp_gen, d.completion_mask, corr.mode, corr.tis_cap,
                                        corr.band_low, corr.band_high, corr.seq_mae_threshold)
-            lp_ref = self.ref_model(mb, self.temperature)[0].detach() if self.ref_model is not None else None
+            lp_ref = None
+            if self.ref_model is not None:
+                with torch.no_grad():  # a frozen copy: no autograd bookkeeping for its forward
+                    lp_ref = self.ref_model(mb, self.temperature)[0]
             token_loss, clipped = grpo.grpo_token_loss(lp, lp_old, d.advantages, mw.weights, cfg.eps_low,
                                                        cfg.eps_high, cfg.kl.coef, lp_ref, cfg.kl.estimator)
             m = grpo.loss_mask(d.completion_mask, d.truncated, cfg.overlong_filter)

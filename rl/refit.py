@@ -4,7 +4,8 @@ The policy's rank 0 gathers the sharded weights a bucket at a time
 (``PolicyWorker.weight_buckets``); a transport turns each bucket into a small
 picklable *handle* that says where its bytes are; every engine opens the
 handle, stages the tensors, and loads them all in one call after the last
-bucket (``RolloutWorker.begin_refit / load_bucket / finish_refit``). No file
+bucket (``RolloutWorker.load_bucket / finish_refit``; ``refit_engines`` runs
+the whole exchange). No file
 is written and no rank holds more than one bucket of full tensors.
 
 Transports (``policy.refit_transport``):
@@ -53,9 +54,9 @@ def release_shared_memory(before: set[str], patience_s: float = 10.0, directory:
     deadline = time.monotonic() + patience_s
     while True:
         ours = shared_memory_segments(directory) - before
-        if ours:
-            cleanup_shared_memory(directory, prefixes=tuple(ours), min_age_s=0)
-            ours = shared_memory_segments(directory) - before
+        for name in ours - segments_in_use(directory):
+            Path(directory, name).unlink(missing_ok=True)
+        ours = shared_memory_segments(directory) - before
         if not ours or time.monotonic() > deadline:
             return ours
         time.sleep(0.2)
