@@ -35,10 +35,10 @@ def main() -> None:
               "environments.math.levels=[1,2,3,4,5]", *args.overrides]
     base = load_config(configs_dir() / "grpo_math_tiny.yaml", common + ["environments.math.levels=[1,2,3]"])
     start = str(resolve_model(base))  # the cached built-in model (warmed up on levels 1-3)
-    envs = {"math": {"levels": [1, 2, 3, 4, 5]}}
+    held_out = load_config(configs_dir() / "grpo_math_tiny.yaml", common)
 
     def score(model: str) -> float:
-        out = evaluate(model, envs, samples=args.samples, limit=args.eval_tasks, backend="vllm", seed=123)
+        out = evaluate(held_out, model, samples=args.samples, limit=args.eval_tasks, seed=123)
         return out["envs"]["math"]["pass@1"]
 
     results = {"start": {"pass@1": score(start)}}

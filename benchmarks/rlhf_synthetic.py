@@ -53,7 +53,12 @@ def judge_agreement(judge_path: str, split: str, limit: int, backend: str, level
     rows = labelled_pairs(env.math.tasks(split), random.Random(f"agreement-{split}"), per_task=8)
     random.Random(0).shuffle(rows)
     tasks = [env.task_from_row(r, r["id"]) for r in rows[:limit]]
-    judge = Judge(backend, str(check_model_dir(judge_path, "judge")), max_new_tokens=112, retries=0, temperature=1.0)
+    from rl.config import JudgeConfig
+    from rl.rollout import EngineSpec, context_length
+
+    path = str(check_model_dir(judge_path, "judge"))
+    judge = Judge(EngineSpec(path, JudgeConfig(backend=backend, max_new_tokens=112, retries=0, temperature=1.0),
+                             max_model_len=context_length(path)))
     judgements, _ = judge.judge([t.messages for t in tasks])
     strict = [(j, Judgement(**t.answer)) for j, t in zip(judgements, tasks) if t.answer["score_1"] != t.answer["score_2"]]
     return {"pairs": len(tasks), "valid": sum(j is not None for j in judgements) / len(tasks),
@@ -67,14 +72,15 @@ def policy_report(model_path: str, options: dict, split: str, samples: int, back
 
     from environments.registry import make_environment
     from rl.models import check_model_dir
-    from rl.rollout import RolloutWorker, SamplingSettings, prompt_token_ids
+    from rl.config import RolloutConfig
+    from rl.rollout import EngineSpec, RolloutWorker, SamplingSettings, prompt_token_ids
     from verifiers.text import split_reasoning
 
     path = str(check_model_dir(model_path))
     tok = AutoTokenizer.from_pretrained(path)
     env = make_environment("preference", options)
     tasks = env.tasks(split)
-    worker = RolloutWorker(backend, path, seed=1)
+    worker = RolloutWorker(EngineSpec(path, RolloutConfig(backend=backend), seed=1))
     groups = worker.generate([prompt_token_ids(tok, t.messages) for t in tasks],
                              SamplingSettings(n=samples, max_new_tokens=96))
     texts = [(t, tok.decode(c.token_ids, skip_special_tokens=True)) for t, g in zip(tasks, groups) for c in g]

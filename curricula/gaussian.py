@@ -10,15 +10,18 @@ left over goes to the bins with the largest remaining pools. The batch is
 shuffled across domains.
 
 Beyond the report, each step's rollouts (G completions per prompt) blend a
-fresh pass-rate estimate into the profile, and a reward plateau triggers a
-re-profile with the current policy (the trainer runs it; see ``Plateau``).
+fresh pass-rate estimate into the profile (``observe``), and a plateau of
+the batch reward triggers a re-profile of a sample of every pool with the
+current policy (``Plateau``; the profiling function comes from the trainer).
 """
 
 from __future__ import annotations
 
 import math
 import random
+import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from curricula.mixed import quotas
 from environments.base import Task
@@ -104,17 +107,21 @@ class Plateau:
 
 
 class GaussianCurriculum:
-    """``next_batch(B)`` with the batch composition of docs/recipe.md section 3.
+    """A ``curricula.base.Sampler`` with the batch composition of docs/recipe.md section 3.
 
     ``profile``: task id -> pass rate in [0, 1]; ``k``: completions per task
     of the profile (the number of bins is k+1). Tasks missing from the
-    profile count as ``default_pass_rate``.
+    profile count as ``default_pass_rate``. ``online_weight`` > 0 blends each
+    step's groups into the profile. With ``plateau`` and ``profiler``
+    (tasks -> pass rates with the current policy), a plateau re-profiles up
+    to ``reprofile_tasks`` tasks of every pool.
     """
 
     def __init__(self, pools: dict[str, list[Task]], ratios: dict[str, float], profile: dict[str, float], k: int,
                  total_steps: int, mu_start: float = 0.8, mu_end: float = 0.2, sigma: float = 0.15,
                  drop_solved: bool = True, drop_unsolved: bool = False, online_weight: float = 0.5,
-                 default_pass_rate: float = 0.5, seed: int = 0):
+                 default_pass_rate: float = 0.5, seed: int = 0, plateau: Plateau | None = None,
+                 profiler: Callable[[list[Task]], dict[str, float]] | None = None, reprofile_tasks: int = 256):
         empty = [d for d, pool in pools.items() if not pool]
         if empty:
             raise ValueError(f"environments {empty}: no training tasks")
@@ -126,8 +133,11 @@ class GaussianCurriculum:
         self.step = 0
         self.used: dict[str, set[str]] = {d: set() for d in pools}
         self.epochs: dict[str, int] = {d: 0 for d in pools}
-        self.rng = random.Random(seed)
+        self.seed, self.rng = seed, random.Random(seed)
         self.last_batch_stats: dict[str, float] = {}
+        self.plateau, self.profiler, self.reprofile_tasks = plateau, profiler, reprofile_tasks
+        self.reprofiles = 0
+        self.reprofile_s: float | None = None  # seconds of this step's re-profile, if one ran
 
     # -- state
 
@@ -151,9 +161,6 @@ class GaussianCurriculum:
 
     # -- sampling
 
-    def set_step(self, step: int) -> None:
-        self.step = step
-
     def target_mean(self) -> float:
         return target_mean(self.step, self.total_steps, self.mu_start, self.mu_end)
 
@@ -168,7 +175,8 @@ class GaussianCurriculum:
         self.used[domain].update(t.id for t in chosen)
         return chosen
 
-    def next_batch(self, batch_size: int) -> list[Task]:
+    def next_batch(self, batch_size: int, step: int) -> list[Task]:
+        self.step = step
         weights = gaussian_weights(self.k, self.target_mean(), self.sigma)
         batch = []
         stats: dict[str, float] = {}
@@ -185,18 +193,38 @@ class GaussianCurriculum:
 
     # -- updates
 
-    def observe(self, task_id: str, passes: int, n: int) -> None:
-        """Blend a step's estimate (passes of n rollouts) into the profile."""
+    def observe(self, results: list[tuple[Task, list[float]]]) -> None:
+        """Blend each group's pass rate (full-reward fraction) into the profile; on a
+        plateau of the batch reward, re-profile."""
+        self.reprofile_s = None
+        if self.online_weight > 0:
+            for task, rewards in results:
+                self.blend(task.id, sum(r >= 1.0 for r in rewards), len(rewards))
+        rewards = [r for _, group in results for r in group]
+        if self.plateau is not None and self.profiler is not None and rewards \
+                and self.plateau.update(sum(rewards) / len(rewards)):
+            t = time.perf_counter()
+            self.reprofile()
+            self.reprofile_s = time.perf_counter() - t
+
+    def blend(self, task_id: str, passes: int, n: int) -> None:
+        """Blend one estimate (passes of n rollouts) into the profile."""
         fresh = passes / n
         old = self.profile.get(task_id)
         self.profile[task_id] = fresh if old is None else (1 - self.online_weight) * old + self.online_weight * fresh
 
-    def reprofile(self, rates: dict[str, float]) -> None:
-        """Replace profiled pass rates (a re-profile with the current policy)."""
-        self.profile.update(rates)
+    def reprofile(self) -> None:
+        """Replace the pass rates of a seeded sample of every pool by the profiler's."""
+        self.reprofiles += 1
+        rng = random.Random(self.seed + 7919 * self.reprofiles)
+        sample = [t for pool in self.pools.values() for t in rng.sample(pool, min(self.reprofile_tasks, len(pool)))]
+        self.profile.update(self.profiler(sample))
 
     def metrics(self) -> dict[str, float]:
-        m = {"curriculum/target_mean": self.target_mean(), "curriculum/pool_left": float(self.pool_left())}
+        m = {"curriculum/target_mean": self.target_mean(), "curriculum/pool_left": float(self.pool_left()),
+             "curriculum/reprofiles": float(self.reprofiles)}
+        if self.reprofile_s is not None:
+            m["timing/reprofile_s"] = self.reprofile_s
         for key, value in self.last_batch_stats.items():
             suffix = "" if key == "all" else f"/{key}"
             m[f"curriculum/batch_pass_rate_mean{suffix}"] = value
@@ -204,7 +232,8 @@ class GaussianCurriculum:
 
     def state_dict(self) -> dict:
         return {"profile": self.profile, "used": {d: sorted(u) for d, u in self.used.items()},
-                "epochs": self.epochs, "step": self.step, "rng": self.rng.getstate()}
+                "epochs": self.epochs, "step": self.step, "rng": self.rng.getstate(), "reprofiles": self.reprofiles,
+                "plateau": None if self.plateau is None else self.plateau.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.profile = dict(state["profile"])
@@ -213,3 +242,6 @@ class GaussianCurriculum:
         self.step = state["step"]
         rng = state["rng"]
         self.rng.setstate((rng[0], tuple(rng[1]), rng[2]))
+        self.reprofiles = state.get("reprofiles", 0)
+        if self.plateau is not None and state.get("plateau") is not None:
+            self.plateau.load_state_dict(state["plateau"])

@@ -33,6 +33,8 @@ class _Cursor:
 
 
 class MixedSampler:
+    """A ``curricula.base.Sampler``: fixed ratios, each pool in a seeded order per epoch."""
+
     def __init__(self, pools: dict[str, list[Task]], ratios: dict[str, float], seed: int = 0):
         empty = [k for k, pool in pools.items() if not pool]
         if empty:
@@ -60,11 +62,17 @@ class MixedSampler:
                 cur.epoch, cur.pos = cur.epoch + 1, 0
         return out
 
-    def next_batch(self, batch_size: int) -> list[Task]:
+    def next_batch(self, batch_size: int, step: int = 0) -> list[Task]:
         batch = []
         for env, n in quotas(batch_size, self.ratios).items():
             batch += self._draw(env, n)
         return batch
+
+    def observe(self, results: list[tuple[Task, list[float]]]) -> None:
+        """Fixed ratios learn nothing from rewards."""
+
+    def metrics(self) -> dict[str, float]:
+        return {}
 
     def state_dict(self) -> dict:
         return {k: {"epoch": c.epoch, "pos": c.pos} for k, c in self.cursors.items()}

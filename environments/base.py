@@ -51,9 +51,11 @@ def split_of(task_id: str, test_fraction: float) -> str:
 
 
 def generate_split(make: Callable[[random.Random], Task], split: str, size: int, seed: int,
-                   test_fraction: float, tries_per_task: int = 20) -> list[Task]:
+                   test_fraction: float, tries_per_task: int = 20,
+                   key: Callable[[Task], str] = lambda task: task.id) -> list[Task]:
     """``size`` distinct tasks of ``split`` from a seeded generator. A task
-    belongs to the split its id hashes to, so train and test never share one."""
+    belongs to the split its ``key`` (default: its id) hashes to, so train and
+    test never share one."""
     rng = random.Random(f"{seed}-{split}")
     out: list[Task] = []
     seen: set[str] = set()
@@ -61,10 +63,16 @@ def generate_split(make: Callable[[random.Random], Task], split: str, size: int,
         if len(out) == size:
             break
         task = make(rng)
-        if task.id not in seen and split_of(task.id, test_fraction) == split:
-            seen.add(task.id)
+        k = key(task)
+        if k not in seen and split_of(k, test_fraction) == split:
+            seen.add(k)
             out.append(task)
     return out
+
+
+def check_split(env: str, split: str, sizes: dict[str, int]) -> None:
+    if split not in sizes:
+        raise ValueError(f"{env}: unknown split {split!r} (train or test)")
 
 
 class Environment(ABC):
@@ -110,32 +118,49 @@ class Environment(ABC):
         """Release processes or files held by the environment."""
 
 
-class GeneratedEnvironment(Environment):
-    """Single-turn tasks from a seeded generator (``generate``), or from a
-    JSON-lines file per split (``data_files: {train: a.jsonl}``, rows read by
-    ``task_from_row``)."""
+class GeneratedTasks:
+    """Tasks from a seeded generator (``generate``), or from a JSON-lines file per
+    split (``data_files: {train: a.jsonl}``, rows read by ``task_from_row``).
+    Mixed into single-turn (``GeneratedEnvironment``) and multi-turn environments."""
+
+    tries_per_task: ClassVar[int] = 20
+    """Generator calls per wanted task before a split is given up as smaller."""
 
     def __init__(self, train_size: int, test_size: int, seed: int, test_fraction: float,
                  require_think: bool, data_files: dict[str, str] | None):
+        if not 0 < test_fraction < 1:
+            raise ValueError(f"environments.{self.name}.test_fraction: must be between 0 and 1")
         self.sizes = {"train": train_size, "test": test_size}
         self.seed, self.test_fraction, self.require_think = seed, test_fraction, require_think
         self.data_files = data_files or {}
 
     @abstractmethod
     def generate(self, rng: random.Random) -> Task:
-        """One generated task (its id decides its split)."""
+        """One generated task (its ``split_key`` decides its split)."""
 
     @abstractmethod
     def task_from_row(self, row: dict, default_id: str) -> Task:
         """A task from one row of a task file; raise KeyError/ValueError on a malformed row."""
 
+    def split_key(self, task: Task) -> str:
+        """What decides a generated task's split, and what makes two tasks the same."""
+        return task.id
+
+    def generator(self) -> Callable[[random.Random], Task]:
+        """The generator for one split (a fresh one per ``tasks`` call)."""
+        return self.generate
+
     def tasks(self, split: str) -> list[Task]:
         if split in self.data_files:
             path = self.data_files[split]
             return read_jsonl(path, lambda row, lineno: self.task_from_row(row, f"{Path(path).stem}-{lineno}"))
-        if split not in self.sizes:
-            raise ValueError(f"{self.name}: unknown split {split!r} (train or test)")
-        return generate_split(self.generate, split, self.sizes[split], self.seed, self.test_fraction)
+        check_split(self.name, split, self.sizes)
+        return generate_split(self.generator(), split, self.sizes[split], self.seed, self.test_fraction,
+                              self.tries_per_task, self.split_key)
+
+
+class GeneratedEnvironment(GeneratedTasks, Environment):
+    """A single-turn environment with ``GeneratedTasks``."""
 
 
 class Episode(ABC):

@@ -5,8 +5,8 @@ the conversation and two final answers. ``Judge`` is what runs in the judge
 actor: its own engine (vLLM or transformers) and model; it samples a
 judgement per comparison, parses it strictly, asks again for the ones that
 do not parse (``retries``) and reports what failed. The circular pairing,
-tie rule, base rewards and length control stay pure (``genrm``); the
-trainer applies them.
+tie rule, base rewards and length control stay pure (``genrm``);
+``group_reward.GenRMReward`` applies them to rollout groups.
 """
 
 from __future__ import annotations
@@ -34,15 +34,17 @@ def judge_messages(conversation: list[dict[str, str]], answer_1: str, answer_2: 
 class Judge:
     """``judge(prompts)`` -> (a Judgement or None per prompt, counters)."""
 
-    def __init__(self, backend: str, model_path: str, *, max_new_tokens: int = 64, temperature: float = 1.0,
-                 retries: int = 2, seed: int = 0, **engine_kwargs):
+    def __init__(self, spec):
+        """``spec``: an ``rl.rollout.EngineSpec`` whose config is the ``rlhf.judge`` section
+        (``rl.config.JudgeConfig``: the engine, plus tokens, temperature and retries)."""
         from transformers import AutoTokenizer
 
         from rl.rollout import make_engine
 
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.engine = make_engine(backend, model_path, seed=seed, **engine_kwargs)
-        self.max_new_tokens, self.temperature, self.retries = max_new_tokens, temperature, retries
+        self.tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
+        self.engine = make_engine(spec)
+        cfg = spec.config
+        self.max_new_tokens, self.temperature, self.retries = cfg.max_new_tokens, cfg.temperature, cfg.retries
 
     def judge(self, prompts: list[list[dict[str, str]]]) -> tuple[list[Judgement | None], dict[str, float]]:
         from rl.rollout import SamplingSettings, prompt_token_ids

@@ -72,15 +72,19 @@ def _print_curve(path: Path, width: int = 50) -> None:
 
 
 def cmd_eval(args) -> int:
-    from rl.config import load_config
+    from rl.config import EnvironmentConfig, load_config
     from rl.evaluate import evaluate
 
-    cfg = load_config(args.config, args.overrides) if args.config else None
-    names = args.env.split(",") if args.env else (list(cfg.environments) if cfg else ["math"])
-    envs = {n: cfg.environments[n].options if cfg and n in cfg.environments else {} for n in names}
+    cfg = load_config(args.config, args.overrides)
+    if args.env:  # the named environments, with the config's options where it has them
+        names = args.env.split(",")
+        cfg = cfg.model_copy(update={"environments": {
+            n: cfg.environments.get(n, EnvironmentConfig()) for n in names}})
+    rollout = {k: v for k, v in (("max_new_tokens", args.max_new_tokens), ("temperature", args.temperature),
+                                 ("backend", args.backend)) if v is not None}
+    cfg = cfg.model_copy(update={"rollout": cfg.rollout.model_copy(update=rollout)})
     # a model folder, a checkpoint or a run folder (its latest checkpoint): check_model_dir resolves it
-    result = evaluate(args.checkpoint, envs, split=args.split, samples=args.samples, max_new_tokens=args.max_new_tokens,
-                      temperature=args.temperature, backend=args.backend, limit=args.limit, seed=args.seed)
+    result = evaluate(cfg, args.checkpoint, split=args.split, samples=args.samples, limit=args.limit, seed=args.seed)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -144,40 +148,28 @@ def cmd_curriculum_profile(args) -> int:
     import random as _random
 
     from curricula.profile import profile_tasks
-    from environments.pool import EnvironmentPool
     from environments.registry import load_tasks
     from rl.config import load_config
-    from rl.evaluate import sample_rewards
     from rl.models import check_model_dir
-    from rl.rollout import RolloutWorker, context_length
+    from rl.rollouts import local_rollouts
     from rl.sft import resolve_model
 
     cfg = load_config(args.config, args.overrides)
+    if args.backend:
+        cfg = cfg.model_copy(update={"rollout": cfg.rollout.model_copy(update={"backend": args.backend})})
     model = str(check_model_dir(args.model) if args.model else resolve_model(cfg))
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model)
     k = args.k or cfg.curriculum.k
-    context = context_length(model, cfg.rollout.max_model_len)
-    worker = RolloutWorker(args.backend or cfg.rollout.backend, model, dtype=cfg.model.dtype, seed=cfg.run.seed,
-                           kv_cache_gib=cfg.rollout.kv_cache_gib, max_model_len=context)
-    envs = {n: e.options for n, e in cfg.environments.items()}
-    pool = EnvironmentPool(envs, model, timeouts={n: e.timeout_s for n, e in cfg.environments.items()})
-
-    def run_groups(tasks, n):
-        return sample_rewards(worker, pool, tokenizer, tasks, n, cfg.rollout.max_new_tokens, cfg.rollout.temperature,
-                              context)
-
     tasks = []
-    for name, opts in envs.items():
-        pool_tasks = load_tasks(name, opts, "train")
+    for name, env in cfg.environments.items():
+        pool_tasks = load_tasks(name, env.options, "train")
         if args.limit is not None and len(pool_tasks) > args.limit:
             pool_tasks = _random.Random(cfg.run.seed).sample(pool_tasks, args.limit)
         tasks += pool_tasks
+    rollouts = local_rollouts(cfg, model, seed=cfg.run.seed)
     try:
-        rates = profile_tasks(tasks, run_groups, k, args.out)
+        rates = profile_tasks(tasks, rollouts.rewards, k, args.out)
     finally:
-        pool.close()
+        rollouts.close()
     hist = [0] * (k + 1)
     for p in rates.values():
         hist[round(p * k)] += 1
@@ -213,11 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test")
     e.add_argument("--samples", type=int, default=1, help="completions per task (k of pass@k)")
     e.add_argument("--limit", type=int, default=None, help="evaluate at most this many tasks per environment")
-    e.add_argument("--max-new-tokens", type=int, default=48)
-    e.add_argument("--temperature", type=float, default=1.0)
-    e.add_argument("--backend", choices=["vllm", "transformers"], default="vllm")
+    e.add_argument("--max-new-tokens", type=int, default=None, help="default: the config's rollout.max_new_tokens")
+    e.add_argument("--temperature", type=float, default=None, help="default: the config's rollout.temperature")
+    e.add_argument("--backend", choices=["vllm", "transformers"], default=None,
+                   help="default: the config's rollout.backend")
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--config", default=None, help="take environment options from this config")
+    e.add_argument("--config", default=None,
+                   help="environments and rollout settings from this config (default: the built-in default)")
     _add_overrides(e)
     e.set_defaults(fn=cmd_eval)
 

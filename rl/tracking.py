@@ -1,7 +1,10 @@
 """Metrics: one JSON line per step in ``metrics.jsonl`` and the same to W&B.
 
 W&B runs offline unless a key is configured (``wandb sync RUN/wandb/...``
-uploads later). On resume the file is cut back to the checkpoint's step, so
+uploads later). Every metric is plotted against the training step
+(``define_metric``) and W&B groups the panels by prefix (train, val,
+timing, episode, rlhf, judge, curriculum); validation metrics summarise to
+their best value. On resume the file is cut back to the checkpoint's step, so
 no step is duplicated and none is lost.
 """
 
@@ -35,6 +38,18 @@ def read_metrics(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
+PANELS = ("train", "val", "timing", "episode", "rlhf", "judge", "curriculum")
+"""Metric prefixes; W&B makes one panel section of each."""
+
+
+def define_panels(run) -> None:
+    """Plot every metric against ``trainer/step``; validation metrics summarise to their maximum."""
+    run.define_metric("trainer/step", hidden=True)
+    for prefix in PANELS:
+        run.define_metric(f"{prefix}/*", step_metric="trainer/step",
+                          **({"summary": "max"} if prefix == "val" else {}))
+
+
 class MetricsLog:
     def __init__(self, run_dir: Path, cfg: Config, resume_step: int | None = None):
         self.path = run_dir / "metrics.jsonl"
@@ -55,9 +70,11 @@ class MetricsLog:
         id_file = run_dir / "wandb_id.txt"
         run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:12]
         id_file.write_text(run_id)
-        return wandb.init(project=cfg.wandb.project, entity=cfg.wandb.entity, name=cfg.run.name, id=run_id,
-                          resume="allow", dir=str(run_dir), mode=mode,
-                          config=cfg.model_dump(mode="json"), settings=wandb.Settings(silent=True))
+        run = wandb.init(project=cfg.wandb.project, entity=cfg.wandb.entity, name=cfg.run.name, id=run_id,
+                         resume="allow", dir=str(run_dir), mode=mode,
+                         config=cfg.model_dump(mode="json"), settings=wandb.Settings(silent=True))
+        define_panels(run)
+        return run
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         record = {"step": step, **metrics}
@@ -65,7 +82,7 @@ class MetricsLog:
         self._file.flush()
         os.fsync(self._file.fileno())
         if self._wandb is not None:
-            self._wandb.log(metrics, step=step)
+            self._wandb.log({"trainer/step": step, **metrics}, step=step)
 
     def close(self) -> None:
         self._file.close()

@@ -59,8 +59,7 @@ def test_domain_quotas_and_no_repeats_within_an_epoch():
     cur = _curriculum({"a": a, "b": b}, {"a": 0.75, "b": 0.25}, {**pa, **pb}, drop_solved=False)
     seen = set()
     for step in range(1, 6):
-        cur.set_step(step)
-        batch = cur.next_batch(16)
+        batch = cur.next_batch(16, step)
         assert sum(t.env == "a" for t in batch) == 12 and sum(t.env == "b" for t in batch) == 4
         assert not seen & {t.id for t in batch}
         seen |= {t.id for t in batch}
@@ -70,8 +69,7 @@ def test_batch_pass_rate_follows_the_target_mean_over_the_schedule():
     tasks, profile = _uniform_pool("math", 8, 1000)  # large enough that no bin runs dry
     cur = _curriculum({"math": tasks}, {"math": 1.0}, profile, steps=20, drop_solved=False)
     for step in range(0, 21):
-        cur.set_step(step)
-        batch = cur.next_batch(64)
+        batch = cur.next_batch(64, step)
         mean = sum(profile[t.id] for t in batch) / len(batch)
         assert abs(mean - cur.target_mean()) < 0.03, (step, mean, cur.target_mean())
         assert cur.metrics()["curriculum/batch_pass_rate_mean"] == pytest.approx(mean)
@@ -82,8 +80,7 @@ def test_solved_and_unsolved_tasks_are_knobs():
     tasks, profile = _uniform_pool("a", 4, 10)
     cur = _curriculum({"a": tasks}, {"a": 1.0}, profile, k=4, drop_solved=True, drop_unsolved=True)
     assert cur.pool_left() == 30
-    cur.set_step(20)  # mu = 0.2: the Gaussian favours bin 0, which is dropped
-    batch = cur.next_batch(30)
+    batch = cur.next_batch(30, 20)  # mu = 0.2: the Gaussian favours bin 0, which is dropped
     assert {profile[t.id] for t in batch} == {0.25, 0.5, 0.75}
 
 
@@ -91,16 +88,48 @@ def test_online_updates_blend_into_the_profile_and_move_tasks_between_bins():
     tasks, profile = _uniform_pool("a", 4, 2)
     cur = _curriculum({"a": tasks}, {"a": 1.0}, profile, k=4, online_weight=0.5)
     t = tasks[0]  # profiled 0.0
-    cur.observe(t.id, 4, 4)
+    cur.observe([(t, [1.0] * 4)])
     assert cur.profile[t.id] == 0.5
-    cur.observe(t.id, 4, 4)
+    cur.observe([(t, [1.0, 1.0, 1.0, 1.5])])  # full reward or more passes
     assert cur.profile[t.id] == 0.75
-    cur.observe(t.id, 8, 8)
-    cur.observe(t.id, 8, 8)
+    cur.observe([(t, [1.0] * 8)])
+    cur.observe([(t, [1.0] * 8)])
     assert cur.profile[t.id] == pytest.approx(0.9375) and bin_of(cur.profile[t.id], 4) == 4
     assert cur.eligible(t)  # in the top bin, yet p < 1: not dropped as solved
-    cur.reprofile({t.id: 1.0})
-    assert not cur.eligible(t)
+    cur.observe([(t, [0.0, 0.99, 0.0, 0.0])])  # partial reward is no pass
+    assert cur.profile[t.id] == pytest.approx(0.46875)
+    off = _curriculum({"a": tasks}, {"a": 1.0}, profile, k=4, online_weight=0.0)
+    off.observe([(t, [1.0] * 4)])
+    assert off.profile[t.id] == 0.0  # online updates off
+
+
+def test_a_reward_plateau_reprofiles_a_seeded_sample_with_the_profiler():
+    tasks, profile = _uniform_pool("a", 4, 10)
+    asked = []
+
+    def profiler(sample):
+        asked.append([t.id for t in sample])
+        return {t.id: 1.0 for t in sample}
+
+    cur = _curriculum({"a": tasks}, {"a": 1.0}, profile, k=4, online_weight=0.0,
+                      plateau=Plateau(window=1, patience=2, delta=0.0), profiler=profiler, reprofile_tasks=5)
+    group = [(tasks[0], [0.5, 0.5])]
+    cur.observe(group)  # a new best
+    cur.observe(group)
+    assert not asked and "timing/reprofile_s" not in cur.metrics()
+    cur.observe(group)  # the second step without improvement: re-profile 5 tasks
+    assert len(asked) == 1 and len(asked[0]) == 5 and len(set(asked[0])) == 5
+    assert all(cur.profile[i] == 1.0 and not cur.eligible(next(t for t in tasks if t.id == i)) for i in asked[0])
+    m = cur.metrics()
+    assert m["curriculum/reprofiles"] == 1.0 and m["timing/reprofile_s"] >= 0
+    state = json.loads(json.dumps(cur.state_dict()))
+    again = _curriculum({"a": tasks}, {"a": 1.0}, profile, k=4, online_weight=0.0,
+                        plateau=Plateau(window=1, patience=2, delta=0.0), profiler=profiler, reprofile_tasks=5)
+    again.load_state_dict(state)
+    assert again.reprofiles == 1 and again.plateau.state_dict() == cur.plateau.state_dict()
+    for _ in range(3):  # after firing the plateau starts over: a new best, then two steps without improvement
+        cur.observe(group), again.observe(group)
+    assert asked[1] == asked[2] != asked[0]  # the next sample is seeded by the count: same after a resume
 
 
 def test_plateau_triggers_after_patience_without_improvement():
@@ -116,16 +145,13 @@ def test_state_round_trip_resumes_the_same_batches():
     tasks, profile = _uniform_pool("a", 8, 20)
     cur = _curriculum({"a": tasks}, {"a": 1.0}, profile)
     for step in (1, 2, 3):
-        cur.set_step(step)
-        cur.next_batch(16)
-        cur.observe(tasks[step].id, 1, 2)
+        cur.next_batch(16, step)
+        cur.observe([(tasks[step], [1.0, 0.0])])
     state = json.loads(json.dumps(cur.state_dict()))
-    cur.set_step(4)
-    expected = [t.id for t in cur.next_batch(16)]
+    expected = [t.id for t in cur.next_batch(16, 4)]
     fresh = _curriculum({"a": tasks}, {"a": 1.0}, profile)
     fresh.load_state_dict(state)
-    fresh.set_step(4)
-    assert [t.id for t in fresh.next_batch(16)] == expected
+    assert [t.id for t in fresh.next_batch(16, 4)] == expected
     assert fresh.profile == {**cur.profile}
 
 

@@ -67,10 +67,12 @@ def test_train_with_ray_and_vllm(tiny_model, tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_after_checkpoint_resumes_without_loss_or_duplicates(tiny_model, tmp_path):
+    """Also the validation history: val rows at every eval step exactly once, and the
+    best checkpoint chosen over the whole run, across the kill."""
     run = tmp_path / "run"
     args = [sys.executable, "-m", "rl.cli", "train", f"model.path={tiny_model}", f"run.dir={run}", "run.steps=6",
             "run.checkpoint_every=2", "ray.enabled=false", "rollout.backend=transformers", "wandb.enabled=false",
-            *TINY]
+            "run.eval_every=1", "run.eval_prompts=6", "run.eval_samples=2", *TINY]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline = time.monotonic() + 600
@@ -100,6 +102,12 @@ def test_sigkill_after_checkpoint_resumes_without_loss_or_duplicates(tiny_model,
     assert [row["train/lr"] for row in rows] == pytest.approx([1e-4 * min(1.0, s / 3) for s in range(1, 7)])
     state = json.loads((run / "checkpoints" / "step_000006" / "state.json").read_text())
     assert state["step"] == 6
+    assert all("val/pass@1" in row and "val/pass@2/math" in row for row in rows)
+    values = [row["val/pass@1"] for row in rows]
+    first_best = values.index(max(values)) + 1  # keep_if_best keeps the first step that reaches the maximum
+    best = json.loads((run / "checkpoints" / "best" / "state.json").read_text())
+    assert (best["best"]["step"], best["best"]["value"]) == (first_best, max(values))
+    assert (run / "checkpoints" / "best" / "policy" / "model" / "config.json").is_file()
     # the transformers engine's refit (in-memory naming) keeps it in step with the trainer
     assert all(row["train/mismatch_abs_mean"] < 0.02 for row in rows)
 

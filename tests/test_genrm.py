@@ -223,7 +223,7 @@ def test_preference_environment_scores_the_truth_by_hand():
 
 
 def test_trainer_judges_each_group_in_a_circle_and_returns_additive_counters():
-    """Trainer.judge_groups with a scripted judge: N calls per group of N, base
+    """GenRMReward with a scripted judge: N calls per group of N, base
     rewards from the judgements, zero-sum length control, counters that sum
     over dynamic-sampling rounds."""
     from types import SimpleNamespace
@@ -232,7 +232,8 @@ def test_trainer_judges_each_group_in_a_circle_and_returns_additive_counters():
     from rl.config import load_config
     from rl.models import build_tokenizer
     from rl.rollout import Completion
-    from rl.train import Group, Trainer
+    from reward_models.group_reward import GenRMReward, JudgeStats
+    from rl.rollouts import Group
 
     tok = build_tokenizer()
     answers = [["\\boxed{4}", "\\boxed{4} Done.", "\\boxed{5}"], ["\\boxed{9}", "\\boxed{8}", "\\boxed{9}"]]
@@ -249,14 +250,15 @@ def test_trainer_judges_each_group_in_a_circle_and_returns_additive_counters():
             return out, {"judge/calls": float(len(prompts)), "judge/retries": 0.0, "judge/failures": 2.0}
 
     cfg = load_config(None, ["rlhf.length_control.enabled=true", "rlhf.length_control.bonus=0.0"])
-    trainer = SimpleNamespace(tokenizer=tok, cfg=cfg, judge=ScriptedJudge())
-    counters = Trainer.judge_groups(trainer, groups)
+    stage = GenRMReward(ScriptedJudge(), lambda ids: tok.decode(ids, skip_special_tokens=True),
+                        cfg.rlhf.length_control)
+    counters = stage(groups)
     assert len(seen) == 6  # N judge calls per group of N
     assert "Answer 1:\n\\boxed{4}\nAnswer 2:\n\\boxed{4} Done." in seen[0][0]["content"]  # pair (0, 1)
     assert "Answer 1:\n\\boxed{5}\nAnswer 2:\n\\boxed{4}" in seen[2][0]["content"]  # pair (2, 0)
     judged = ([Judgement(5, 2, 1)] * 3, [Judgement(5, 2, 1), None, None])  # answer 3 of group 2: no score
-    assert counters == {"judge/calls": 6.0, "judge/retries": 0.0, "judge/failures": 2.0,
-                        "rlhf/responses": 6.0, "rlhf/unscored": 1.0, "rlhf/bonuses": 0.0}
+    assert counters == JudgeStats(calls=6.0, retries=0.0, failures=2.0, responses=6.0, unscored=1.0, bonuses=0.0)
+    assert counters.metrics()["rlhf/unscored_frac"] == pytest.approx(1 / 6)
     for gr, j in zip(groups, judged):
         base, _ = base_rewards(3, j)
         assert [s.components["base"] for s in gr.scores] == base

@@ -145,7 +145,9 @@ def test_entropy_and_logprobs():
 
 
 def test_pass_at_k():
-    assert grpo.pass_at_k(4, 1, 1) == pytest.approx(0.25)
-    assert grpo.pass_at_k(4, 1, 2) == pytest.approx(1 - (3 / 4) * (2 / 3))
-    assert grpo.pass_at_k(4, 0, 4) == 0.0
-    assert grpo.pass_at_k(4, 3, 2) == 1.0
+    from rl.metrics import pass_at_k
+
+    assert pass_at_k(4, 1, 1) == pytest.approx(0.25)
+    assert pass_at_k(4, 1, 2) == pytest.approx(1 - (3 / 4) * (2 / 3))
+    assert pass_at_k(4, 0, 4) == 0.0
+    assert pass_at_k(4, 3, 2) == 1.0

@@ -152,3 +152,21 @@ def test_exploding_forms_are_refused_before_sympy(answer):
 ])
 def test_number_formats(pred, gold, same):
     assert _ours(pred, gold) is same
+
+
+def test_math_reads_task_files_with_their_line_on_errors(tmp_path):
+    from environments.math.env import MathEnvironment
+
+    good = tmp_path / "train.jsonl"
+    good.write_text('{"question": "2+2?", "answer": 4}\n{"id": "q2", "question": "3*3?", "answer": "9", "level": 2}\n')
+    env = MathEnvironment(data_files={"train": str(good)})
+    a, b = env.tasks("train")
+    assert (a.id, a.answer, a.messages[-1]["content"]) == ("math/train-1", "4", "2+2?")
+    assert (b.id, b.difficulty) == ("q2", 2)
+    assert env.score(a, "<think>2+2</think>\\boxed{4}").reward == 1.0
+    assert len(env.tasks("test")) == 500  # no file for test: generated
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "2+2?", "answer": 4}\n{"question": "", "answer": 1}\n')
+    with pytest.raises(ValueError, match="bad.jsonl:2"):
+        MathEnvironment(data_files={"train": str(bad)}).tasks("train")
+    env.close()

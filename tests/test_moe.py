@@ -81,12 +81,13 @@ def test_vllm_refit_of_a_moe_model_matches_the_trainer(tmp_path):
     reloading even identical weights moves the engine's logprobs by 0.04-0.25
     nats/token; with it they match the trainer's to fp32 precision."""
     pytest.importorskip("vllm")
-    from rl.rollout import SamplingSettings, VLLMEngine
+    from rl.config import RolloutConfig
+    from rl.rollout import EngineSpec, SamplingSettings, VLLMEngine
 
     path = init_model(ModelInitConfig(arch="qwen3_moe", hidden_size=128, num_layers=2, num_heads=2, num_kv_heads=2,
                                       head_dim=64, intermediate_size=256), tmp_path / "model")
     policy = PolicyWorker(str(path), GRPOConfig(), PolicyConfig(compute_dtype="float32"), device="cpu")
-    engine = VLLMEngine(str(path), max_model_len=256)
+    engine = VLLMEngine(EngineSpec(str(path), RolloutConfig(), max_model_len=256))
     prompts = [[1, 5, 9, 12, 20], [3, 7, 30, 31]]
 
     def mismatch() -> float:

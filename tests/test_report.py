@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from rl.report import report
+from rl.tracking import read_metrics
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -47,3 +50,25 @@ def test_report_names_a_folder_that_is_not_a_run(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="has no metrics.jsonl"):
         report([tmp_path])
+
+
+def test_wandb_plots_against_the_step_and_keeps_the_best_validation(tmp_path):
+    """A real offline W&B run: metrics on the ``trainer/step`` axis, one panel
+    section per prefix, ``val/*`` summarised to its maximum."""
+    pytest.importorskip("wandb")
+    from rl.config import load_config
+    from rl.tracking import MetricsLog
+
+    cfg = load_config(None, ["wandb.mode=offline"])
+    log = MetricsLog(tmp_path, cfg)
+    run = log._wandb
+    try:
+        for step, v in [(1, 0.2), (2, 0.5), (3, 0.3)]:
+            log.log(step, {"train/reward_mean": v, "val/pass@1": v})
+        best = dict(run.summary["val/pass@1"])
+        last = run.summary["trainer/step"]  # W&B commits a step when the next one starts
+    finally:
+        log.close()
+    assert best == {"max": 0.5}
+    assert last in (2, 3)
+    assert (tmp_path / "wandb").is_dir() and len(read_metrics(tmp_path / "metrics.jsonl")) == 3

@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 import re
 
-from environments.base import Environment, Score, Task, generate_split
+from environments.base import Environment, Score, Task, check_split, generate_split
 from verifiers.calls import derive_calls, encode, replay_check, run_calls
 from verifiers.sandbox import Limits, SandboxPool
 from verifiers.text import answer_part
@@ -110,8 +110,7 @@ class CodeEnvironment(Environment):
         self._pool: SandboxPool | None = None
 
     def tasks(self, split: str) -> list[Task]:
-        if split not in self.sizes:
-            raise ValueError(f"code: unknown split {split!r} (train or test)")
+        check_split(self.name, split, self.sizes)
         out = generate_split(lambda rng: procedural_task(rng, self.name), split, self.sizes[split], self.seed,
                              self.test_fraction)
         if self.humaneval and split == self.humaneval_split:

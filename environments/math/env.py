@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import random
 
-from environments.base import Environment, Score, Task, split_of
+from environments.base import GeneratedEnvironment, Score, Task
 from verifiers.isolation import IsolatedRunner
-from verifiers.math import MAX_ANSWER_CHARS, last_boxed, numbers_equal, refusal, split_reasoning, symbolic_equal
+from verifiers.math import MAX_ANSWER_CHARS, last_boxed, numbers_equal, refusal, symbolic_equal
+from verifiers.text import answer_part
 
 _NAMES = ["Ann", "Bob", "Cy", "Dee", "Eve", "Fox", "Gus", "Ida"]
 _ITEMS = ["pens", "cards", "eggs", "coins", "books", "shells"]
@@ -66,52 +67,58 @@ def _level5(rng: random.Random) -> tuple[str, int, str]:
 LEVELS = {1: _level1, 2: _level2, 3: _level3, 4: _level4, 5: _level5}
 
 
-class MathEnvironment(Environment):
+class MathEnvironment(GeneratedEnvironment):
+    """Generated questions of ``levels`` (cycled), or task files with rows
+    ``{"question", "answer"[, "id", "reference", "level"]}`` (``data_files``)."""
+
     name = "math"
+    tries_per_task = 50
 
     def __init__(self, levels: list[int] = (1, 2, 3, 4, 5), train_size: int = 20000,
                  test_size: int = 500, test_fraction: float = 0.1, seed: int = 1234,
-                 verify_timeout: float = 5.0, require_think: bool = True):
+                 verify_timeout: float = 5.0, require_think: bool = True, data_files: dict[str, str] | None = None):
         unknown = [lv for lv in levels if lv not in LEVELS]
         if unknown or not levels:
             raise ValueError(f"environments.math.levels: expected values from {sorted(LEVELS)}, got {list(levels)}")
-        if not 0 < test_fraction < 1:
-            raise ValueError("environments.math.test_fraction: must be between 0 and 1")
+        super().__init__(train_size, test_size, seed, test_fraction, require_think, data_files)
         self.levels = list(levels)
-        self.sizes = {"train": train_size, "test": test_size}
-        self.test_fraction = test_fraction
-        self.seed = seed
         self.verify_timeout = verify_timeout
-        self.require_think = require_think
         self._runner: IsolatedRunner | None = None
 
-    def tasks(self, split: str) -> list[Task]:
-        if split not in self.sizes:
-            raise ValueError(f"math: unknown split {split!r} (train or test)")
-        rng = random.Random(f"{self.seed}-{split}")
-        want, seen, out = self.sizes[split], set(), []
-        attempts = 0
-        while len(out) < want and attempts < want * 50:
-            attempts += 1
-            level = self.levels[attempts % len(self.levels)]
+    def task(self, task_id: str, question: str, answer, reference: str | None, level: int) -> Task:
+        return Task(id=task_id, env=self.name, messages=[{"role": "user", "content": question}],
+                    answer=str(answer), reference=reference, difficulty=level)
+
+    def generator(self):
+        """Levels in turn, one per generator call (rejected draws included)."""
+        calls = 0
+
+        def make(rng: random.Random) -> Task:
+            nonlocal calls
+            calls += 1
+            level = self.levels[calls % len(self.levels)]
             question, answer, steps = LEVELS[level](rng)
-            if question in seen or split_of(question, self.test_fraction) != split:
-                continue
-            seen.add(question)
-            out.append(Task(
-                id=f"math/{question}", env=self.name,
-                messages=[{"role": "user", "content": question}],
-                answer=str(answer),
-                reference=f"<think>{steps}</think>\\boxed{{{answer}}}",
-                difficulty=level,
-            ))
-        return out
+            return self.task(f"math/{question}", question, answer, f"<think>{steps}</think>\\boxed{{{answer}}}", level)
+        return make
+
+    def generate(self, rng: random.Random) -> Task:
+        return self.generator()(rng)
+
+    def split_key(self, task: Task) -> str:
+        return task.messages[-1]["content"]
+
+    def task_from_row(self, row: dict, default_id: str) -> Task:
+        question, answer = str(row["question"]), row["answer"]
+        if not question.strip() or not str(answer).strip():
+            raise ValueError("'question' and 'answer' must be non-empty")
+        return self.task(str(row.get("id", f"math/{default_id}")), question, answer, row.get("reference"),
+                         int(row.get("level", 0)))
 
     def score(self, task: Task, completion: str) -> Score:
-        reasoning, answer = split_reasoning(completion)
+        answer, reason = answer_part(completion, self.require_think)
         fmt = {"format": 0.0}
-        if self.require_think and reasoning is None:
-            return Score(0.0, fmt, "format: no </think> closing the reasoning")
+        if answer is None:
+            return Score(0.0, fmt, reason)
         boxed = last_boxed(answer)
         if boxed is None:
             return Score(0.0, fmt, "format: no \\boxed{} answer")

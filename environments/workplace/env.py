@@ -16,10 +16,10 @@ import json
 import random
 import sqlite3
 
-from environments.base import Episode, MultiTurnEnvironment, Score, Task, generate_split, read_jsonl
+from environments.base import Episode, GeneratedTasks, MultiTurnEnvironment, Score, Task
 from environments.workplace import db
 from environments.workplace.tools import TOOLS, execute
-from verifiers.text import split_reasoning
+from verifiers.text import answer_part
 from verifiers.toolcall import ToolCall, ToolCallError, parse_tool_calls, render_call
 
 FORMAT = ("Call tools as <tool_call><function=NAME><parameter=ARG>value</parameter></function></tool_call>; "
@@ -40,9 +40,9 @@ class WorkplaceEpisode(Episode):
 
     def step(self, completion: str) -> list[dict[str, str]] | None:
         self.counts["turns"] += 1
-        reasoning, answer = split_reasoning(completion)
-        if self.env.require_think and reasoning is None:
-            self.format_error = "format: no </think> closing the reasoning"
+        answer, reason = answer_part(completion, self.env.require_think)
+        if answer is None:
+            self.format_error = reason
             return None
         calls = parse_tool_calls(answer)
         if not calls:
@@ -77,7 +77,7 @@ class WorkplaceEpisode(Episode):
         self.conn.close()
 
 
-class WorkplaceEnvironment(MultiTurnEnvironment):
+class WorkplaceEnvironment(GeneratedTasks, MultiTurnEnvironment):
     """Options: ``train_size``, ``test_size``, ``seed`` (tasks and database),
     ``levels`` (task levels 1-3 to draw from), ``tool_prompt`` ('json': full
     JSON schemas; 'compact': one-line signatures for small context windows),
@@ -94,9 +94,8 @@ class WorkplaceEnvironment(MultiTurnEnvironment):
         bad = [lv for lv in levels if lv not in (1, 2, 3)]
         if bad or not levels:
             raise ValueError(f"environments.workplace.levels: choose from 1, 2, 3 (got {list(levels)})")
-        self.sizes = {"train": train_size, "test": test_size}
-        self.seed, self.test_fraction, self.levels = seed, test_fraction, list(levels)
-        self.tool_prompt, self.require_think, self.data_files = tool_prompt, require_think, data_files or {}
+        super().__init__(train_size, test_size, seed, test_fraction, require_think, data_files)
+        self.levels, self.tool_prompt = list(levels), tool_prompt
         self.template = db.build(seed)
         self._reference_states: dict[str, dict] = {}
 
@@ -109,13 +108,6 @@ class WorkplaceEnvironment(MultiTurnEnvironment):
             tools = "\n".join(json.dumps(t.spec()) for t in TOOLS.values())
         return f"Tools: {tools}\nEmails are first.last@acme.test. {FORMAT}"
 
-    def tasks(self, split: str) -> list[Task]:
-        if split in self.data_files:
-            return read_jsonl(self.data_files[split], self._task_from_row)
-        if split not in self.sizes:
-            raise ValueError(f"workplace: unknown split {split!r} (train or test)")
-        return generate_split(self._generate, split, self.sizes[split], self.seed, self.test_fraction)
-
     def _task(self, task_id: str, instruction: str, turns: list[list[tuple[str, dict]]], level: int) -> Task:
         text = ["<think></think>" + "".join(render_call(n, a) for n, a in calls) for calls in turns]
         text.append("<think></think>Done.")
@@ -125,15 +117,15 @@ class WorkplaceEnvironment(MultiTurnEnvironment):
                     answer={"calls": [[n, a] for calls in turns for n, a in calls]},
                     reference=text[0], difficulty=level, meta={"turns": text})
 
-    def _task_from_row(self, row: dict, lineno: int) -> Task:
+    def task_from_row(self, row: dict, default_id: str) -> Task:
         calls = row["calls"]
         if not isinstance(calls, list) or not all(
                 isinstance(c, list) and len(c) == 2 and c[0] in TOOLS and isinstance(c[1], dict) for c in calls):
             raise ValueError("'calls' must be a list of [tool name, {arguments}] with known tools")
-        return self._task(str(row.get("id", f"row-{lineno}")), str(row["instruction"]), [[tuple(c) for c in calls]],
+        return self._task(str(row.get("id", default_id)), str(row["instruction"]), [[tuple(c) for c in calls]],
                           int(row.get("level", 1)))
 
-    def _generate(self, rng: random.Random) -> Task:
+    def generate(self, rng: random.Random) -> Task:
         level = rng.choice(self.levels)
         make = rng.choice(GENERATORS[level])
         instruction, turns, key = make(self.template, rng)

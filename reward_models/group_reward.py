@@ -1,0 +1,93 @@
+"""The RLHF reward as a stage of the rollout: groups in, judged rewards out.
+
+``GenRMReward`` replaces the scores of each group of an environment with
+``reward: genrm`` (docs/recipe.md sections 4-5): the judge compares the
+group's answers in a circle (N calls for N answers), ``base_rewards`` turns
+the judgements into one base reward per answer, and group-relative length
+control (when on) moves reward from long to short answers, zero-sum within
+the group. The verifier's own reward stays in the components as
+``verifier`` (its components as ``verifier/<name>``), so the environment's
+ground truth is logged next to what the judge gave.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from environments.base import Score
+from reward_models.genrm import base_rewards, circular_pairs, length_control
+from reward_models.judge import judge_messages
+from verifiers.text import split_reasoning
+
+
+@dataclass
+class JudgeStats:
+    """Counters of the judged groups; they add up over a step's rounds."""
+
+    calls: float = 0.0
+    """Judge generations, retries included."""
+    retries: float = 0.0
+    failures: float = 0.0
+    """Comparisons whose judgement never parsed."""
+    responses: float = 0.0
+    """Answers judged."""
+    unscored: float = 0.0
+    """Answers left without a base reward (every comparison of theirs failed)."""
+    bonuses: float = 0.0
+    """Answers given length control's bonus."""
+    seconds: float = 0.0
+
+    def __add__(self, other: JudgeStats) -> JudgeStats:
+        return JudgeStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+    def metrics(self) -> dict[str, float]:
+        responses = max(self.responses, 1.0)
+        return {"judge/calls": self.calls, "judge/retries": self.retries, "judge/failures": self.failures,
+                "rlhf/unscored_frac": self.unscored / responses, "rlhf/bonus_frac": self.bonuses / responses}
+
+
+def reasoning_and_answer(completion: str) -> tuple[str, str]:
+    """The reasoning ('' when absent) and the stripped answer the judge reads."""
+    reasoning, answer = split_reasoning(completion)
+    return reasoning or "", answer.strip()
+
+
+class GenRMReward:
+    """``stage(groups)`` rescores the groups in place and returns its ``JudgeStats``.
+
+    ``judge``: anything with ``judge(prompts) -> (judgements, counters)`` (the
+    ``Judge`` worker or its actor); ``decode``: token ids to text;
+    ``length``: the ``rlhf.length_control`` config section."""
+
+    def __init__(self, judge, decode, length):
+        self.judge, self.decode, self.length = judge, decode, length
+
+    def __call__(self, groups: list) -> JudgeStats:
+        if not groups:
+            return JudgeStats()
+        lc = self.length
+        parts = [[reasoning_and_answer(self.decode(c.token_ids)) for c in gr.completions] for gr in groups]
+        prompts = [judge_messages(gr.task.messages, p[a][1], p[b][1])
+                   for gr, p in zip(groups, parts) for a, b in circular_pairs(len(p))]
+        judgements, counters = self.judge.judge(prompts)
+        unscored, bonuses, start = 0, 0, 0
+        for gr, p in zip(groups, parts):
+            n = len(p)
+            base, missing = base_rewards(n, judgements[start:start + n])
+            start += n
+            unscored += missing
+            think = [len(r) for r, _ in p]
+            answer = [len(a) for _, a in p]
+            if lc.enabled:
+                out = length_control(base, think, answer, lc.lam_think, lc.lam_answer, lc.bonus, lc.bonus_percentile)
+                rewards, adj = out.rewards, list(zip(out.think_adjustment, out.answer_adjustment, out.bonus))
+                bonuses += sum(b > 0 for b in out.bonus)
+            else:
+                rewards, adj = base, [(0.0, 0.0, 0.0)] * n
+            gr.scores = [Score(r, {"base": b, "think_adjustment": ta, "answer_adjustment": aa, "bonus": bo,
+                                   "verifier": s.reward, "think_chars": float(th), "answer_chars": float(an),
+                                   **{f"verifier/{k}": v for k, v in s.components.items()}})
+                         for r, b, (ta, aa, bo), s, th, an in zip(rewards, base, adj, gr.scores, think, answer)]
+        return JudgeStats(calls=counters["judge/calls"], retries=counters["judge/retries"],
+                          failures=counters["judge/failures"], responses=float(sum(len(p) for p in parts)),
+                          unscored=float(unscored), bonuses=float(bonuses))

@@ -1,0 +1,102 @@
+"""Every metric the loop logs, computed in one place from the rollout groups.
+
+- ``step_metrics``: one training step (``train/*``, ``episode/*``, ``rlhf/*``,
+  ``judge/*``, ``timing/*``);
+- ``validation_metrics``: ``val/reward_mean``, ``val/pass@1`` and
+  ``val/pass@k``, overall and per environment (``rl eval`` reports the same);
+- ``pass_at_k``: the unbiased estimator.
+
+A completion passes when its reward is at least 1.0 (full reward).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rl import grpo
+
+PASS = 1.0
+"""A completion with at least this reward counts as passed (pass rates, pass@k)."""
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples with c correct (Chen et al., 2021)."""
+    if n - c < k:
+        return 1.0
+    prob_all_fail = 1.0
+    for i in range(n - c + 1, n + 1):
+        prob_all_fail *= 1.0 - k / i
+    return 1.0 - prob_all_fail
+
+
+def validation_metrics(groups: list, k: int, prefix: str = "val") -> dict[str, float]:
+    """``<prefix>/reward_mean``, ``/pass@1``, ``/pass@k`` over all groups, and ``/<env>`` for each."""
+    out: dict[str, float] = {}
+    for env in [None, *sorted({gr.task.env for gr in groups})]:
+        mine = [gr for gr in groups if env is None or gr.task.env == env]
+        correct = [sum(r >= PASS for r in gr.rewards) for gr in mine]
+        suffix = "" if env is None else f"/{env}"
+        out[f"{prefix}/reward_mean{suffix}"] = sum(sum(gr.rewards) / len(gr.rewards) for gr in mine) / len(mine)
+        out[f"{prefix}/pass@1{suffix}"] = sum(pass_at_k(k, c, 1) for c in correct) / len(mine)
+        if k > 1:
+            out[f"{prefix}/pass@{k}{suffix}"] = sum(pass_at_k(k, c, k) for c in correct) / len(mine)
+    return out
+
+
+def step_metrics(groups: list, advantages: torch.Tensor, train: dict[str, float], timing: dict[str, float],
+                 ds_rounds: int, zero_std_before: float, judge=None) -> dict[str, float]:
+    """A training step's metrics: ``groups`` as trained on (after dynamic sampling's refills),
+    ``zero_std_before`` the zero-variance fraction of the groups as first sampled, ``train``
+    the policy's own metrics, ``timing`` seconds per phase, ``judge`` the step's
+    ``JudgeStats`` (None: nothing judged)."""
+    rewards = torch.tensor([gr.rewards for gr in groups], dtype=torch.float32)
+    lengths = torch.tensor([len(c.token_ids) for gr in groups for c in gr.completions], dtype=torch.float32)
+    truncated = torch.tensor([c.truncated for gr in groups for c in gr.completions], dtype=torch.float32)
+    m = {
+        "train/reward_mean": float(rewards.mean()),
+        "train/reward_std": float(rewards.std()) if rewards.numel() > 1 else 0.0,
+        "train/pass_rate": float((rewards >= PASS).float().mean()),
+        "train/frac_zero_std": zero_std_before,
+        "train/frac_zero_std_after_refill": float(grpo.zero_std_groups(rewards).float().mean()),
+        "train/advantage_mean": float(advantages.mean()),
+        "train/advantage_abs_mean": float(advantages.abs().mean()),
+        "train/response_len_mean": float(lengths.mean()),
+        "train/response_len_max": float(lengths.max()),
+        "train/truncated_frac": float(truncated.mean()),
+        "train/dynamic_sampling_rounds": float(ds_rounds),
+    }
+    completions = [c for gr in groups for c in gr.completions]
+    if any(c.mask is not None for c in completions):
+        m["train/model_tokens_mean"] = sum(sum(c.mask) if c.mask else len(c.token_ids)
+                                           for c in completions) / len(completions)
+        m["train/turns_mean"] = sum(c.turns for c in completions) / len(completions)
+        m["train/think_forced_frac"] = sum(c.forced_think_end > 0 for c in completions) / len(completions)
+    for env in sorted({gr.task.env for gr in groups if "verifier" in gr.scores[0].components}):
+        scores = [s for gr in groups if gr.task.env == env for s in gr.scores]
+        m[f"train/verifier_reward_mean/{env}"] = sum(s.components["verifier"] for s in scores) / len(scores)
+        m[f"rlhf/think_chars_mean/{env}"] = sum(s.components["think_chars"] for s in scores) / len(scores)
+        m[f"rlhf/answer_chars_mean/{env}"] = sum(s.components["answer_chars"] for s in scores) / len(scores)
+        for key in sorted({k for s in scores for k in s.components if k.startswith("verifier/")}):
+            m[f"train/{key.replace('/', f'/{env}/', 1)}"] = sum(s.components.get(key, 0.0) for s in scores) / len(scores)
+    for env in sorted({gr.task.env for gr in groups if gr.episode_metrics}):
+        episodes = [em for gr in groups if gr.task.env == env for em in gr.episode_metrics or []]
+        for key in sorted({k for em in episodes for k in em}):
+            m[f"episode/{env}/{key}"] = sum(em.get(key, 0.0) for em in episodes) / len(episodes)
+    for env in sorted({gr.task.env for gr in groups}):
+        r = torch.tensor([gr.rewards for gr in groups if gr.task.env == env])
+        m[f"train/reward_mean/{env}"] = float(r.mean())
+        m[f"train/pass_rate/{env}"] = float((r >= PASS).float().mean())
+    reasons: dict[str, int] = {}
+    for gr in groups:
+        for s in gr.scores:
+            if s.reason:
+                key = s.reason.split(":")[0].strip().replace(" ", "_")[:40]
+                reasons[key] = reasons.get(key, 0) + 1
+    total = max(rewards.numel(), 1)
+    for key, n in reasons.items():
+        m[f"train/zero_reason/{key}"] = n / total
+    if judge is not None:
+        m.update(judge.metrics())
+    m.update({f"train/{k}": v for k, v in train.items()})
+    m.update({f"timing/{k}": v for k, v in timing.items()})
+    return m

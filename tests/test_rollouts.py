@@ -1,0 +1,85 @@
+"""One rollout path (``rl.rollouts.Rollouts``) for training, validation, ``rl eval``
+and profiling: a batch may mix single- and multi-turn environments."""
+
+from __future__ import annotations
+
+import pytest
+
+from curricula.profile import profile_tasks
+from environments.pool import EnvironmentPool
+from environments.registry import make_environment
+from rl.cluster import Actor
+from rl.config import load_config
+from rl.models import build_tokenizer
+from rl.rollout import Completion, SamplingSettings, prompt_token_ids
+from rl.rollouts import Rollouts
+from verifiers.toolcall import render_call
+
+
+class ScriptedWorker:
+    """A rollout worker that answers each task as scripted: its reference turns
+    for tasks in ``right``, a wrong answer for the others."""
+
+    def __init__(self, tok, tasks, right):
+        self.tok, self.right = tok, right
+        self.prompts = {t.id: tok.decode(prompt_token_ids(tok, t.messages)) for t in tasks}
+        self.tasks = {t.id: t for t in tasks}
+
+    def turn_text(self, context: str) -> str:
+        task = next(self.tasks[i] for i, p in self.prompts.items() if context.startswith(p))
+        if task.env == "math":
+            return task.reference if task.id in self.right else "<think>no</think>\\boxed{-12345}"
+        turns = task.meta["turns"] if task.id in self.right else [
+            "<think></think>" + render_call("list_tickets", {"status": "open"}), "<think></think>Done."]
+        done = context[len(self.prompts[task.id]):].count("<|im_start|>user<tool_response>")
+        return turns[min(done, len(turns) - 1)]
+
+    def generate(self, prompts, settings: SamplingSettings, max_tokens):
+        out = []
+        for prompt, limit in zip(prompts, max_tokens):
+            ids = self.tok.encode(self.turn_text(self.tok.decode(prompt)) + "<|im_end|>", add_special_tokens=False)
+            out.append([Completion(ids[:limit], [-0.1] * min(len(ids), limit), len(ids) > limit)
+                        for _ in range(settings.n)])
+        return out
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    tok = build_tokenizer()
+    envs = {"math": make_environment("math", {"levels": [1]}),
+            "workplace": make_environment("workplace", {"tool_prompt": "compact", "levels": [1, 2]})}
+    tasks = envs["math"].tasks("train")[:6] + envs["workplace"].tasks("train")[:6]
+    right = {t.id for t in tasks[::2]}  # half of each environment's tasks answered right
+    pool = EnvironmentPool({}, None, tokenizer=tok, environments=envs)
+    cfg = load_config(None, ["rollout.max_new_tokens=400", "rollout.max_episode_tokens=1500"])
+
+    def rollouts():
+        return Rollouts([Actor(ScriptedWorker(tok, tasks, right), remote=False)], pool, tok, cfg, 4096)
+
+    yield tasks, right, rollouts
+    pool.close()
+    for env in envs.values():
+        env.close()
+
+
+def test_a_chunk_mixing_single_and_multi_turn_tasks_profiles_as_each_environment_alone(mixed):
+    tasks, right, rollouts = mixed
+    # the chunk starts with a multi-turn task, then alternates environments
+    mixed_order = [t for pair in zip(tasks[6:], tasks[:6]) for t in pair]
+    together = profile_tasks(mixed_order, rollouts().rewards, 2, progress=False)
+    alone = {**profile_tasks(tasks[:6], rollouts().rewards, 2, progress=False),
+             **profile_tasks(tasks[6:], rollouts().rewards, 2, progress=False)}
+    assert together == alone
+    assert together == {t.id: 1.0 if t.id in right else 0.0 for t in tasks}
+
+
+def test_groups_carry_episode_counters_and_typed_stats(mixed):
+    tasks, right, rollouts = mixed
+    groups, stats = rollouts().groups([tasks[6], tasks[0]], 3)
+    assert [gr.task.env for gr in groups] == ["workplace", "math"]
+    assert all(len(gr.completions) == 3 and len(gr.scores) == 3 for gr in groups)
+    assert groups[0].episode_metrics is not None and groups[1].episode_metrics is None
+    assert groups[0].completions[0].mask is not None and 0 in groups[0].completions[0].mask  # tool replies
+    assert groups[0].completions[0].turns >= 2
+    assert stats.generation_s > 0 and stats.env_s > 0 and stats.judge is None
+    assert set(stats.timing()) == {"generation_s", "env_s"}
