@@ -111,6 +111,9 @@ def load_state(ckpt: Path) -> dict:
     for needed in ("policy/model/config.json", "policy/trainer_state.pt"):
         if not (ckpt / needed).is_file():
             raise ValueError(f"{ckpt / needed} is missing")
+    from rl.models import check_model_files
+
+    check_model_files(ckpt / "policy" / "model", "checkpoint")  # CorruptModel is a ValueError
     return state
 
 

@@ -216,6 +216,22 @@ class Cluster:
         handle = ray.remote(num_cpus=0, num_gpus=slot.num_gpus)(cls).options(**options).remote(*args, **kwargs)
         return Actor(handle, remote=True)
 
+    def kill(self, actor: Actor) -> None:
+        """Stop a worker that failed: its Ray actor is killed (no restart by Ray);
+        an in-process one is closed, as far as that still works."""
+        if actor._remote:  # noqa: SLF001
+            import ray
+
+            try:
+                ray.kill(actor._target, no_restart=True)  # noqa: SLF001
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+            return
+        try:
+            actor.close()
+        except Exception:  # noqa: BLE001 - the worker is broken; whatever it holds goes with it
+            pass
+
     def address_of(self, slot: Slot) -> str:
         """The IP address of the node that ``slot`` runs on (the driver's without a bundle)."""
         from rl.parallel import node_address

@@ -357,7 +357,12 @@ class RayConfig(_Section):
     """False runs every component in the driver process (debugging, tests)."""
     call_timeout_s: float = Field(1800.0, gt=0)
     """Deadline of one call to a worker (a generation, a training step, a checkpoint): past it
-    the run stops with the resume command instead of hanging on a dead vLLM engine core."""
+    a rollout engine, the environment pool or the judge is restarted (``max_restarts``), the
+    policy stops the run with the resume command."""
+    max_restarts: int = Field(2, ge=0)
+    """Restarts of a dead or silent rollout engine, environment pool or judge per rollout call
+    (a new engine gets the latest weights); past them, or when a policy rank dies, the run
+    stops with the resume command. Logged as ``train/restarts/<worker>``."""
     placement: Literal["auto", "colocated", "split", "cpu"] = "auto"
     """GPUs of the policy ranks and rollout engines (docs/scaling.md). colocated: rank i and
     engine i share GPU i, vLLM sleeping while the trainer works (policy.num_ranks GPUs;

@@ -182,7 +182,46 @@ def check_model_dir(path: str | Path, key: str = "model.path") -> Path:
             f"{key}: {path} has no config.json; expected a Hugging Face model folder "
             "(save_pretrained output), or leave model.path unset to use the built-in tiny model"
         )
+    check_model_files(path, key)
     return path
+
+
+class CorruptModel(ValueError):
+    """A model folder file that cannot be what it claims (truncated weights, unreadable JSON)."""
+
+
+def check_model_files(path: Path, key: str = "model.path") -> None:
+    """Read what every engine and the trainer will read, cheaply, and name the first bad file:
+    the JSON files must parse; each safetensors file must hold its header and exactly the
+    bytes its header describes (a truncated copy or download fails here, in a second,
+    instead of deep inside an engine's start-up)."""
+    import struct
+
+    for f in sorted(path.glob("*.json")):
+        try:
+            json.loads(f.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CorruptModel(f"{key}: {f} is not valid JSON ({exc}); the model folder is damaged") from None
+    shards = sorted(path.glob("*.safetensors"))
+    if not shards and not any(path.glob("*.bin")):
+        raise CorruptModel(f"{key}: {path} has no weights (*.safetensors or *.bin)")
+    for f in shards:
+        size = f.stat().st_size
+        with open(f, "rb") as fh:
+            head = fh.read(8)
+            n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+            if n < 2 or 8 + n > size:
+                raise CorruptModel(f"{key}: {f} is truncated or not a safetensors file "
+                                   f"({size} bytes; its header claims {n}); the model folder is damaged")
+            try:
+                header = json.loads(fh.read(n))
+            except (ValueError, UnicodeDecodeError):
+                raise CorruptModel(f"{key}: {f} has an unreadable safetensors header; the model folder is damaged") \
+                    from None
+        ends = [t["data_offsets"][1] for name, t in header.items() if name != "__metadata__"]
+        if 8 + n + max(ends, default=0) != size:
+            raise CorruptModel(f"{key}: {f} is truncated or padded: {size} bytes, its header describes "
+                               f"{8 + n + max(ends, default=0)}; the model folder is damaged")
 
 
 def cache_dir() -> Path:

@@ -114,6 +114,37 @@ def _prepack_cpu_moe_on_reload() -> None:
     UnquantizedFusedMoEMethod._setup_kernel = _setup_kernel
 
 
+def _raise_on_engine_death(llm) -> None:
+    """Make a generate call that waits on a dead engine core raise instead of hanging.
+
+    vLLM's client notices the death of its engine-core process (a monitor
+    thread sets ``resources.engine_dead``) but a ``generate`` already waiting
+    for outputs keeps waiting on an empty queue forever. This daemon thread
+    puts vLLM's own ``EngineDeadError`` into that queue once the engine is
+    dead, so the call raises and the trainer can restart the engine. Does
+    nothing where vLLM's client differs (in-process engine core)."""
+    import threading
+    import time
+    import weakref
+
+    client = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if getattr(client, "resources", None) is None or getattr(client, "outputs_queue", None) is None:
+        return
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    ref = weakref.ref(client)
+
+    def watch() -> None:
+        while (c := ref()) is not None:
+            if c.resources.engine_dead:
+                c.outputs_queue.put_nowait(EngineDeadError(suppress_context=True))
+                return
+            del c
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True, name="rl-engine-death-watch").start()
+
+
 def _stage_in_worker(worker, blob: bytes) -> int:
     """Runs inside a vLLM worker: copy one bucket out of its transport (the handle
     pickled, as vLLM's own serializer turns dataclasses into dicts)."""
@@ -167,6 +198,7 @@ class VLLMEngine:
             logprobs_mode="processed_logprobs",
             **kwargs,
         )
+        _raise_on_engine_death(self.llm)
 
     def generate(self, prompts: list[list[int]], settings: SamplingSettings,
                  max_tokens: list[int] | None = None) -> list[list[Completion]]:

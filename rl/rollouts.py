@@ -9,14 +9,24 @@ by the group-reward stage (the GenRM judge) where an environment asks for it.
 
 ``open_rollouts`` builds the engines, the environment pool and the judge
 from the config (as Ray actors or in-process, ``rl.cluster``); engines are
-built from one ``EngineSpec`` each, kept so that a dead engine can be built
-again (``restart_engine``).
+built from one ``EngineSpec`` each.
+
+Worker death is survived: when a rollout engine, the environment pool or
+the judge dies (its actor, or a vLLM engine-core process) or stops
+answering within ``ray.call_timeout_s``, ``groups`` builds that worker again
+(``on_restart`` then gives a new engine the latest weights) and runs the
+call again, at most ``ray.max_restarts`` times per call; beyond that the
+``WorkerFailed`` goes up and the run stops with the resume command.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Callable, TypeVar
 
 from environments.base import Score, Task
 from reward_models.group_reward import GenRMReward, JudgeStats
@@ -24,6 +34,47 @@ from rl.cluster import Actor, Cluster, Placement, gather
 from rl.config import Config
 from rl.episodes import EpisodeLimits, ReasoningControl, Trajectory, TurnGenerator, run_episodes
 from rl.rollout import Completion, EngineSpec, RolloutWorker, SamplingSettings, context_length, prompt_token_ids
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+WORKERS = {"rollout": "rollout engine", "environments": "environment pool", "judge": "judge"}
+
+
+class WorkerFailed(RuntimeError):
+    """A rollout engine (``index``), the environment pool or the judge died or stopped answering."""
+
+    def __init__(self, worker: str, index: int, cause: BaseException):
+        self.worker, self.index, self.cause = worker, index, cause
+        self.restarts = 0
+        """Restarts tried before giving up."""
+        what = f"{WORKERS[worker]} {index}" if worker == "rollout" else WORKERS[worker]
+        root = getattr(cause, "cause", None) or cause  # a Ray task error's cause
+        lines = str(root).strip().splitlines()
+        super().__init__(f"the {what} failed ({type(root).__name__.split('(')[-1].rstrip(')')}: "
+                         f"{lines[-1][:300] if lines else ''})")
+
+
+def is_worker_fault(exc: BaseException) -> bool:
+    """A worker's death or silence (not an error in the work it was given): Ray's actor
+    errors, vLLM's ``EngineDeadError`` (also wrapped in a Ray task error), ``WorkerTimeout``."""
+    names = {c.__name__ for c in type(exc).__mro__}
+    if names & {"WorkerTimeout", "RayActorError", "EngineDeadError"}:
+        return True
+    cause = getattr(exc, "cause", None)  # ray.exceptions.RayTaskError
+    return isinstance(cause, BaseException) and cause is not exc and is_worker_fault(cause)
+
+
+@contextmanager
+def _guard(worker: str, index: int = 0):
+    try:
+        yield
+    except WorkerFailed:
+        raise
+    except Exception as exc:
+        if is_worker_fault(exc):
+            raise WorkerFailed(worker, index, exc) from exc
+        raise
 
 
 @dataclass
@@ -82,12 +133,22 @@ class Rollouts:
     judged: frozenset[str] = frozenset()
     """Environments whose rewards the judge gives."""
     specs: list[EngineSpec] = field(default_factory=list)
-    """How each engine was built (to build it again)."""
+    """How each engine was built."""
     multi_turn: dict[str, bool] = field(default_factory=dict)
+    respawn: dict[str, Callable[[int], Actor]] = field(default_factory=dict)
+    """worker kind -> build it again (the engine's index); a kind without one is not restarted."""
+    kill: Callable[[Actor], None] = lambda actor: None
+    on_restart: Callable[[str, Actor], None] = lambda worker, actor: None
+    """Called with each rebuilt worker (the trainer refits a new engine)."""
+    max_restarts: int = 0
+    """Restarts per ``groups`` call before a ``WorkerFailed`` goes up."""
+    restarts: Counter = field(default_factory=Counter)
+    """Restarts per worker kind since the last ``take_restarts``."""
 
     def __post_init__(self):
         ro = self.cfg.rollout
-        self.multi_turn = self.multi_turn or self.envs.multi_turn_environments()
+        with _guard("environments"):
+            self.multi_turn = self.multi_turn or self.envs.multi_turn_environments()
         self.settings = SamplingSettings(n=1, max_new_tokens=ro.max_new_tokens, temperature=ro.temperature,
                                          top_p=ro.top_p)
         self.turn = TurnGenerator.for_tokenizer(self.generate, self.settings, self.tokenizer,
@@ -99,10 +160,62 @@ class Rollouts:
         shards = [s for s in _split(list(range(len(prompts))), len(self.engines)) if s]
         futures = [w.submit("generate", [prompts[i] for i in shard], settings, [max_tokens[i] for i in shard])
                    for w, shard in zip(self.engines, shards)]
-        return [group for result in gather(futures) for group in result]
+        out = []
+        for i, future in enumerate(futures):
+            with _guard("rollout", i):
+                out += gather([future])[0]
+        return out
 
     def groups(self, tasks: list[Task], n: int) -> tuple[list[Group], RolloutStats]:
-        """``n`` completions (single-turn) or episodes (multi-turn) per task, scored."""
+        """``n`` completions (single-turn) or episodes (multi-turn) per task, scored; a dead
+        worker is rebuilt and the call run again (``survive``)."""
+        return self.survive(lambda: self._groups(tasks, n))
+
+    def survive(self, fn: Callable[[], T]) -> T:
+        """``fn()``; when a worker dies meanwhile (``WorkerFailed``), rebuild it and call ``fn``
+        again, at most ``max_restarts`` times; then the failure goes up."""
+        failures = 0
+        while True:
+            try:
+                return fn()
+            except WorkerFailed as failure:
+                if failures >= self.max_restarts or failure.worker not in self.respawn:
+                    failure.restarts = failures
+                    raise
+                failures += 1
+                log.warning("%s: restarting it and trying again (restart %d of at most %d)",
+                            failure, failures, self.max_restarts)
+                self.restart(failure)
+
+    def call_engines(self, method: str, *args) -> list:
+        """``method`` on every engine at once; a dead engine raises ``WorkerFailed``."""
+        futures = [w.submit(method, *args) for w in self.engines]
+        out = []
+        for i, future in enumerate(futures):
+            with _guard("rollout", i):
+                out.append(gather([future])[0])
+        return out
+
+    def restart(self, failure: WorkerFailed) -> None:
+        """Stop the failed worker (if anything is left of it) and build it again."""
+        if failure.worker == "rollout":
+            self.kill(self.engines[failure.index])
+            new = self.engines[failure.index] = self.respawn["rollout"](failure.index)
+        elif failure.worker == "environments":
+            self.kill(self.envs)
+            new = self.envs = self.respawn["environments"](0)
+        else:
+            self.kill(self.judge.judge)
+            new = self.judge.judge = self.respawn["judge"](0)
+        self.restarts[failure.worker] += 1
+        self.on_restart(failure.worker, new)
+
+    def take_restarts(self) -> dict[str, int]:
+        """Restarts per worker kind since the last call."""
+        out, self.restarts = dict(self.restarts), Counter()
+        return out
+
+    def _groups(self, tasks: list[Task], n: int) -> tuple[list[Group], RolloutStats]:
         ro = self.cfg.rollout
         prompts = [prompt_token_ids(self.tokenizer, t.messages, ro.thinking) for t in tasks]
         single = [i for i, t in enumerate(tasks) if not self.multi_turn.get(t.env, False)]
@@ -122,7 +235,8 @@ class Rollouts:
                                         client, self.tokenizer, limits, ro.thinking)
             env_s += client.seconds
             t = time.perf_counter()
-            finished = self.envs.finish([k for ks in keys for k in ks])
+            with _guard("environments"):
+                finished = self.envs.finish([k for ks in keys for k in ks])
             env_s += time.perf_counter() - t
             for j, (i, group) in enumerate(zip(multi, groups)):
                 trajs[i] = group
@@ -131,7 +245,8 @@ class Rollouts:
         stats = RolloutStats(generation_s=time.perf_counter() - t0 - env_s)
         if single:
             flat_tasks = [tasks[i] for i in single for _ in range(n)]
-            scores, s = self.envs.score(flat_tasks, [t.tokens for i in single for t in trajs[i]])
+            with _guard("environments"):
+                scores, s = self.envs.score(flat_tasks, [t.tokens for i in single for t in trajs[i]])
             env_s += s
             for j, i in enumerate(single):
                 scored[i] = (scores[j * n:(j + 1) * n], None)
@@ -139,7 +254,8 @@ class Rollouts:
         out = [Group(t, prompts[i], [tr.completion() for tr in trajs[i]], *scored[i]) for i, t in enumerate(tasks)]
         if self.judge is not None:
             t = time.perf_counter()
-            stats.judge = self.judge([gr for gr in out if gr.task.env in self.judged])
+            with _guard("judge"):
+                stats.judge = self.judge([gr for gr in out if gr.task.env in self.judged])
             stats.judge.seconds = time.perf_counter() - t
         return out, stats
 
@@ -174,19 +290,25 @@ def open_rollouts(cfg: Config, cluster: Cluster, placement: Placement, model_pat
 
     specs = engine_specs(cfg, weights or model_path, cfg.rollout.num_workers,
                          cfg.run.seed if seed is None else seed, placement.mode == "colocated")
-    engines = [cluster.spawn(RolloutWorker, spec, slot=placement.engines[i]) for i, spec in enumerate(specs)]
-    envs = cluster.spawn(EnvironmentPool, {n: e.options for n, e in cfg.environments.items()}, model_path,
-                         timeouts={n: e.timeout_s for n, e in cfg.environments.items()})
+    env_specs = {n: e.options for n, e in cfg.environments.items()}
+    timeouts = {n: e.timeout_s for n, e in cfg.environments.items()}
+    respawn = {
+        "rollout": lambda i: cluster.spawn(RolloutWorker, specs[i], slot=placement.engines[i]),
+        "environments": lambda _: cluster.spawn(EnvironmentPool, env_specs, model_path, timeouts=timeouts),
+    }
+    engines = [respawn["rollout"](i) for i in range(len(specs))]
+    envs = respawn["environments"](0)
     judged = frozenset(n for n, e in cfg.environments.items() if e.reward == "genrm")
     stage = None
     if judged:
         jc = cfg.rlhf.judge
         path = str(check_model_dir(jc.model_path, "rlhf.judge.model_path"))
         spec = EngineSpec(path, jc, cfg.model.dtype, context_length(path, cfg.rollout.max_model_len), cfg.run.seed + 7)
-        judge = cluster.spawn(Judge, spec, slot=placement.judge)
-        stage = GenRMReward(judge, lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
+        respawn["judge"] = lambda _: cluster.spawn(Judge, spec, slot=placement.judge)
+        stage = GenRMReward(respawn["judge"](0), lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
                             cfg.rlhf.length_control)
-    return Rollouts(engines, envs, tokenizer, cfg, specs[0].max_model_len, stage, judged, specs)
+    return Rollouts(engines, envs, tokenizer, cfg, specs[0].max_model_len, stage, judged, specs,
+                    respawn=respawn, kill=cluster.kill, max_restarts=cfg.ray.max_restarts)
 
 
 def local_rollouts(cfg: Config, model_path: str, seed: int | None = None) -> Rollouts:
@@ -207,13 +329,15 @@ class _EpisodeClient:
 
     def start(self, tasks: list[Task]) -> list[str]:
         t = time.perf_counter()
-        keys = self.envs.start(tasks)
+        with _guard("environments"):
+            keys = self.envs.start(tasks)
         self.seconds += time.perf_counter() - t
         return keys
 
     def step(self, keys: list[str], texts: list[str]) -> list[list[dict] | None]:
         t = time.perf_counter()
-        replies = self.envs.step(keys, texts)
+        with _guard("environments"):
+            replies = self.envs.step(keys, texts)
         self.seconds += time.perf_counter() - t
         return replies
 

@@ -45,7 +45,7 @@ from rl.parallel import RankGroup, free_port
 from rl.policy import PolicyWorker
 from rl.refit import (choose_transport, cleanup_shared_memory, refit_engines, release_shared_memory,
                       shared_memory_segments)
-from rl.rollouts import Group, RolloutStats, open_rollouts
+from rl.rollouts import Group, RolloutStats, WorkerFailed, open_rollouts
 from rl.sft import resolve_model
 from rl.tracking import MetricsLog
 
@@ -86,6 +86,7 @@ class Trainer:
         log.info("placement: %s", placement.mode)
         self.rollouts = open_rollouts(cfg, self.cluster, placement, self.model_path, self.tokenizer,
                                       weights=policy_path, seed=cfg.run.seed + 1000 * self.start_step + 1)
+        self.rollouts.on_restart = self.restarted
         n, master = cfg.policy.num_ranks, self.cluster.address_of(placement.policy[0])
         port = free_port() if n > 1 else 0
         self.policy = ActorGroup([
@@ -149,7 +150,7 @@ class Trainer:
         rewards = torch.tensor([gr.rewards for gr in groups], dtype=torch.float32)
         advantages = grpo.group_advantages(rewards, cfg.baseline, cfg.std_normalize)      # 4
         t1 = time.perf_counter()
-        self.engines("sleep")  # colocated on GPUs: free the engines' memory for the trainer
+        self.rollouts.survive(lambda: self.engines("sleep"))  # colocated: free the GPU for the trainer
         train = self.policy.train_step(self.batch(groups, advantages))                   # 5-9
         t2 = time.perf_counter()
         self.refit()                                                                    # 10
@@ -187,13 +188,22 @@ class Trainer:
 
     def engines(self, method: str, *args) -> list:
         """Call ``method`` on every rollout engine at once."""
-        return gather([w.submit(method, *args) for w in self.rollouts.engines])
+        return self.rollouts.call_engines(method, *args)
 
     def refit(self) -> None:
-        """The policy's weights to every engine, one bucket at a time (``rl.refit``):
-        vLLM reads checkpoint names, the transformers engine the model's own."""
-        refit_engines(self.policy, self.engines, self.refit_transport, self.cfg.rollout.backend == "vllm",
+        """The policy's weights to every engine, one bucket at a time (``rl.refit``): vLLM reads
+        checkpoint names, the transformers engine the model's own. An engine that dies meanwhile
+        is rebuilt and the refit done again."""
+        self.rollouts.survive(lambda: self.refit_into(self.engines))
+
+    def refit_into(self, engines) -> None:
+        refit_engines(self.policy, engines, self.refit_transport, self.cfg.rollout.backend == "vllm",
                       self.cfg.model.dtype)
+
+    def restarted(self, worker: str, actor) -> None:
+        """A rebuilt rollout engine gets the policy's current weights."""
+        if worker == "rollout":
+            self.refit_into(lambda method, *args: gather([actor.submit(method, *args)]))
 
     # ----------------------------------------------------------------- run
 
@@ -229,6 +239,7 @@ class Trainer:
                 metrics.update(self.validate())
                 metrics["timing/validation_s"] = time.perf_counter() - t
                 self.keep_if_best(step, metrics)
+            metrics.update({f"train/restarts/{w}": float(n) for w, n in self.rollouts.take_restarts().items()})
             self.metrics.log(step, metrics)
             bar.set_postfix(reward=f"{metrics['train/reward_mean']:.3f}",
                             pass_rate=f"{metrics['train/pass_rate']:.2f}")
@@ -300,6 +311,8 @@ def fault_message(exc: BaseException) -> str | None:
     """A few lines for a Ray worker's death or failure (None: not a worker fault)."""
     if isinstance(exc, WorkerTimeout):
         return str(exc)
+    if isinstance(exc, WorkerFailed):
+        return f"{exc}" + (f", again after {exc.restarts} restart(s) (ray.max_restarts)" if exc.restarts else "")
     try:
         from ray import exceptions as rex
     except ImportError:

@@ -32,9 +32,13 @@ def test_checkpoints_are_atomic_and_pruned(tmp_path):
 def _policy_files(folder):
     from pathlib import Path
 
+    import torch
+    from safetensors.torch import save_file
+
     model = Path(folder) / "model"
     model.mkdir(parents=True)
     (model / "config.json").write_text("{}")
+    save_file({"w": torch.ones(4, 4)}, str(model / "model.safetensors"))
     (Path(folder) / "trainer_state.pt").write_bytes(b"x")
 
 
@@ -50,6 +54,32 @@ def test_a_damaged_latest_checkpoint_is_named_and_the_one_before_is_used(tmp_pat
     assert "step_000004/state.json is damaged" in caplog.text
     (tmp_path / "checkpoints" / "step_000002" / "policy" / "trainer_state.pt").unlink()  # a missing file too
     assert usable_checkpoint(tmp_path) is None
+
+
+def test_a_truncated_model_file_is_named_and_its_checkpoint_skipped(tmp_path, caplog):
+    """Issue 20, item 7: a truncated model.safetensors used to surface after 39 s as
+    vLLM's 226-line start-up error."""
+    import pytest
+
+    from rl.checkpoint import usable_checkpoint
+    from rl.models import CorruptModel, check_model_dir
+
+    for step in (2, 4):
+        save_checkpoint(tmp_path, step, _policy_files, {"sampler": {}}, keep=3)
+    weights = tmp_path / "checkpoints" / "step_000004" / "policy" / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    with caplog.at_level("WARNING"):
+        step, _, _ = usable_checkpoint(tmp_path)
+    assert step == 2 and f"{weights} is truncated" in caplog.text
+    with pytest.raises(CorruptModel, match=f"model.path: {weights} is truncated"):
+        check_model_dir(weights.parent)
+    weights.write_bytes(b"\x05")
+    with pytest.raises(CorruptModel, match="is truncated or not a safetensors file"):
+        check_model_dir(weights.parent)
+    (weights.parent / "config.json").write_text("{")
+    with pytest.raises(CorruptModel, match="config.json is not valid JSON"):
+        check_model_dir(weights.parent)
+    assert check_model_dir(tmp_path / "checkpoints" / "step_000002").name == "model"  # the intact one
 
 
 def test_a_full_disk_is_named_and_leaves_no_partial_checkpoint(tmp_path):

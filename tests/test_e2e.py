@@ -247,21 +247,12 @@ def test_rlhf_run_with_a_judge_actor_through_ray_and_vllm(tiny_model, tmp_path):
 def test_a_killed_policy_actor_stops_the_run_with_the_resume_command(tiny_model, tmp_path):
     """Issue 20, item 4: SIGKILL the policy's Ray actor after step 1; the run ends
     within 30 s with one message that names it and the resume command."""
-    import psutil
-
     run = tmp_path / "run"
     proc = _train_until_logged([f"model.path={tiny_model}", f"run.dir={run}", "run.steps=50",
                                 "rollout.backend=transformers", "wandb.enabled=false", *TINY], run, steps=1,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        # this run's policy actor only: a descendant of its driver (the local Ray cluster is the driver's child)
-        def cmdline(p):
-            try:
-                return " ".join(p.cmdline())
-            except psutil.Error:
-                return ""
-
-        victims = [p for p in psutil.Process(proc.pid).children(recursive=True) if "ray::PolicyWorker" in cmdline(p)]
+        victims = _descendants(proc.pid, "ray::PolicyWorker")  # this run's policy actor only
         assert victims, "no policy actor process found"
         for v in victims:
             v.kill()
@@ -275,6 +266,57 @@ def test_a_killed_policy_actor_stops_the_run_with_the_resume_command(tiny_model,
     assert elapsed < 30, elapsed
     assert "the PolicyWorker actor died" in err and f"rl train --resume {run}" in err, err[-2000:]
     assert "Traceback" not in err
+
+
+def _descendants(pid: int, marker: str) -> list:
+    """This run's processes whose command line contains ``marker`` (the local Ray
+    cluster and its workers are the driver's descendants)."""
+    import psutil
+
+    def cmdline(p):
+        try:
+            return " ".join(p.cmdline())
+        except psutil.Error:
+            return ""
+
+    return [p for p in psutil.Process(pid).children(recursive=True) if marker in cmdline(p)]
+
+
+@pytest.mark.slow
+def test_a_killed_vllm_engine_core_and_environment_pool_are_restarted_and_the_run_goes_on(tiny_model, tmp_path):
+    """Issue 20, item 2: the vLLM engine core dies mid-run (as by the OOM killer). The run
+    used to hang; now the engine is rebuilt with the latest weights, the call is run again,
+    and train/restarts/rollout counts it. Later the environment pool's actor dies: the same."""
+    run = tmp_path / "run"
+    metrics = run / "metrics.jsonl"
+    proc = _train_until_logged([f"model.path={tiny_model}", f"run.dir={run}", "run.steps=6", "run.checkpoint_every=6",
+                                "wandb.enabled=false", *TINY], run, steps=1,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        cores = _descendants(proc.pid, "VLLM::EngineCore")
+        assert cores, "no vLLM engine core process found"
+        for p in cores:
+            p.kill()
+        deadline = time.monotonic() + 600
+        while metrics.read_text().count("\n") < 3 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        pools = _descendants(proc.pid, "ray::EnvironmentPool")
+        assert pools, "no environment pool actor found"
+        for p in pools:
+            p.kill()
+        _, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err[-3000:]
+    assert "the rollout engine 0 failed (EngineDeadError" in err and "restarting it" in err, err[-3000:]
+    assert "the environment pool failed (" in err, err[-3000:]
+    rows = read_metrics(metrics)
+    assert [row["step"] for row in rows] == [1, 2, 3, 4, 5, 6]
+    assert sum(row.get("train/restarts/rollout", 0.0) for row in rows) == 1.0
+    assert sum(row.get("train/restarts/environments", 0.0) for row in rows) == 1.0
+    # the new engine samples with the policy's weights: the importance ratios stay near 1
+    assert all(row["train/mismatch_abs_mean"] < 0.02 for row in rows)
 
 
 @pytest.mark.slow

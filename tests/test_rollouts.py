@@ -83,3 +83,90 @@ def test_groups_carry_episode_counters_and_typed_stats(mixed):
     assert groups[0].completions[0].turns >= 2
     assert stats.generation_s > 0 and stats.env_s > 0 and stats.judge is None
     assert set(stats.timing()) == {"generation_s", "env_s"}
+
+
+class EngineDeadError(RuntimeError):
+    """Stands in for vLLM's (faults are recognised by class name, so vLLM is not imported)."""
+
+
+class DyingWorker(ScriptedWorker):
+    """Dies (its engine core) on the first generate call."""
+
+    def generate(self, prompts, settings, max_tokens):
+        raise EngineDeadError("EngineCore encountered an issue")
+
+
+def _restartable(mixed, first, max_restarts):
+    tasks, right, _ = mixed
+    r = _rollouts_with(mixed, first)
+    killed, rebuilt = [], []
+    r.respawn = {"rollout": lambda i: Actor(ScriptedWorker(r.tokenizer, tasks, right), remote=False)}
+    r.kill, r.max_restarts = killed.append, max_restarts
+    r.on_restart = lambda worker, actor: rebuilt.append((worker, actor))
+    return r, killed, rebuilt
+
+
+def _rollouts_with(mixed, worker_cls):
+    tasks, right, rollouts = mixed
+    r = rollouts()
+    r.engines = [Actor(worker_cls(r.tokenizer, tasks, right), remote=False)]
+    return r
+
+
+def test_a_dead_engine_is_rebuilt_given_the_weights_and_the_call_run_again(mixed):
+    tasks, right, _ = mixed
+    r, killed, rebuilt = _restartable(mixed, DyingWorker, max_restarts=2)
+    dead = r.engines[0]
+    groups, _ = r.groups([tasks[0], tasks[6]], 2)
+    assert [gr.rewards for gr in groups] == [[1.0, 1.0], [1.0, 1.0]]
+    assert killed == [dead] and rebuilt == [("rollout", r.engines[0])] and r.engines[0] is not dead
+    assert r.take_restarts() == {"rollout": 1} and r.take_restarts() == {}
+
+
+def test_past_max_restarts_the_failure_names_the_worker(mixed):
+    from rl.rollouts import WorkerFailed
+    from rl.train import fault_message
+
+    tasks, right, _ = mixed
+    r, killed, _ = _restartable(mixed, DyingWorker, max_restarts=0)
+    with pytest.raises(WorkerFailed, match=r"the rollout engine 0 failed \(EngineDeadError: EngineCore") as info:
+        r.groups([tasks[0]], 2)
+    assert not killed and info.value.restarts == 0
+    always = _rollouts_with(mixed, DyingWorker)
+    always.respawn = {"rollout": lambda i: Actor(DyingWorker(always.tokenizer, tasks, right), remote=False)}
+    always.max_restarts = 2
+    with pytest.raises(WorkerFailed) as info:
+        always.groups([tasks[0]], 2)
+    assert info.value.restarts == 2 and always.restarts["rollout"] == 2
+    assert fault_message(info.value).endswith("again after 2 restart(s) (ray.max_restarts)")
+
+
+def test_an_error_in_the_work_itself_is_not_a_worker_death(mixed):
+    class Broken(ScriptedWorker):
+        def generate(self, prompts, settings, max_tokens):
+            raise ValueError("prompt too long")
+
+    r, killed, _ = _restartable(mixed, Broken, max_restarts=2)
+    with pytest.raises(ValueError, match="prompt too long"):
+        r.groups([mixed[0][0]], 2)
+    assert not killed and r.take_restarts() == {}
+
+
+def test_a_dead_environment_pool_is_rebuilt(mixed):
+    from rl.cluster import WorkerTimeout
+
+    tasks, right, _ = mixed
+    r = _rollouts_with(mixed, ScriptedWorker)
+    real = r.envs
+
+    class Silent:
+        def multi_turn_environments(self):
+            return real.multi_turn_environments()
+
+        def score(self, *args):
+            raise WorkerTimeout("a worker did not answer within 1 s")
+
+    r.envs = Silent()
+    r.respawn, r.max_restarts = {"environments": lambda _: real}, 1
+    groups, _ = r.groups([tasks[0]], 2)
+    assert groups[0].rewards == [1.0, 1.0] and r.envs is real and r.take_restarts() == {"environments": 1}
