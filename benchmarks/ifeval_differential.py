@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from environments.ifeval.env import IFEvalEnvironment  # noqa: E402
-from verifiers import ifeval  # noqa: E402
+from environments.ifeval import verifier as ifeval  # noqa: E402
 from verifiers.text import answer_part  # noqa: E402
 
 

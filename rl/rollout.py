@@ -379,6 +379,9 @@ class RolloutWorker:
             core.shutdown()
         self.engine = None
         gc.collect()
+        import multiprocessing
+
+        multiprocessing.active_children()  # reap the engine-core process (else a zombie per closed engine)
 
     def generate(self, prompts: list[list[int]], settings: SamplingSettings,
                  max_tokens: list[int] | None = None) -> list[list[Completion]]:

