@@ -31,6 +31,11 @@ from rl.train import train
 
 CONFIGS = ["grpo_math_tiny", "grpo_code_tiny", "grpo_workplace_tiny", "grpo_mixed_tiny", "grpo_moe_tiny"]
 
+HELD_OUT = {"grpo_code_tiny": ["environments.code.humaneval=false"]}
+"""Overrides of the held-out evaluation: the code config's test split also holds HumanEval's
+164 problems, which a 1.2M-parameter model does not solve before or after (measured apart,
+docs/status.md); the row is the procedural test split."""
+
 
 def first_last(rows: list[dict], key: str, n: int = 10) -> tuple[float | None, float | None]:
     values = [r[key] for r in rows if key in r]
@@ -45,13 +50,14 @@ def run_config(name: str, overrides: list[str], out: Path, tasks: int, samples: 
     t0 = time.perf_counter()
     start = str(resolve_model(cfg))
     warm_s = time.perf_counter() - t0
-    before = evaluate(cfg, start, samples=samples, limit=tasks, seed=123)
+    held_out = load_config(configs_dir() / f"{name}.yaml", [*overrides, *HELD_OUT.get(name, [])])
+    before = evaluate(held_out, start, samples=samples, limit=tasks, seed=123)
     run_dir = out / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     t1 = time.perf_counter()
     train(cfg.model_copy(update={"run": cfg.run.model_copy(update={"dir": str(run_dir)})}))
     train_s = time.perf_counter() - t1
     _, ckpt = latest_checkpoint(run_dir)
-    after = evaluate(cfg, str(ckpt / "policy" / "model"), samples=samples, limit=tasks, seed=123)
+    after = evaluate(held_out, str(ckpt / "policy" / "model"), samples=samples, limit=tasks, seed=123)
     rows = read_metrics(run_dir / "metrics.jsonl")
     result = {"config": name, "overrides": overrides, "run_dir": str(run_dir), "steps": len(rows),
               "warmup_s": warm_s, "train_s": train_s, "wall_s": time.perf_counter() - t0, "envs": {}}

@@ -122,6 +122,9 @@ class RolloutStats:
 
 @dataclass
 class Rollouts:
+    """Steps 2-3 of the loop: the engines, the environment pool, the episode loop with its
+    reasoning control, and the judge's group-reward stage (``open_rollouts`` builds one)."""
+
     engines: list[Actor]
     """Rollout workers (``rl.rollout.RolloutWorker``); prompts are split evenly between them."""
     envs: Actor
@@ -132,8 +135,6 @@ class Rollouts:
     judge: GenRMReward | None = None
     judged: frozenset[str] = frozenset()
     """Environments whose rewards the judge gives."""
-    specs: list[EngineSpec] = field(default_factory=list)
-    """How each engine was built."""
     multi_turn: dict[str, bool] = field(default_factory=dict)
     respawn: dict[str, Callable[[int], Actor]] = field(default_factory=dict)
     """worker kind -> build it again (the engine's index); a kind without one is not restarted."""
@@ -307,7 +308,7 @@ def open_rollouts(cfg: Config, cluster: Cluster, placement: Placement, model_pat
         respawn["judge"] = lambda _: cluster.spawn(Judge, spec, slot=placement.judge)
         stage = GenRMReward(respawn["judge"](0), lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
                             cfg.rlhf.length_control)
-    return Rollouts(engines, envs, tokenizer, cfg, specs[0].max_model_len, stage, judged, specs,
+    return Rollouts(engines, envs, tokenizer, cfg, specs[0].max_model_len, stage, judged,
                     respawn=respawn, kill=cluster.kill, max_restarts=cfg.ray.max_restarts)
 
 
