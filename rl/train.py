@@ -85,7 +85,7 @@ class Trainer:
         placement = self.cluster.place(cfg.ray.placement, cfg.policy.num_ranks, cfg.rollout.num_workers, judged)
         log.info("placement: %s", placement.mode)
         self.rollouts = open_rollouts(cfg, self.cluster, placement, self.model_path, self.tokenizer,
-                                      weights=policy_path, seed=cfg.run.seed + 1000 * self.start_step + 1)
+                                      weights=policy_path, seed=cfg.run.seed + 1000 * self.start_step)
         self.rollouts.on_restart = self.restarted
         n, master = cfg.policy.num_ranks, self.cluster.address_of(placement.policy[0])
         port = free_port() if n > 1 else 0
