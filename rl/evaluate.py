@@ -11,7 +11,7 @@ import random
 
 from environments.registry import load_tasks
 from rl.config import Config
-from rl.metrics import PASS, validation_metrics
+from rl.metrics import pass_rate_standard_error, validation_metrics
 from rl.models import check_model_dir
 from rl.rollouts import local_rollouts
 
@@ -37,15 +37,7 @@ def evaluate(cfg: Config, model_path: str, split: str = "test", samples: int = 1
         for key in ("pass@1", f"pass@{samples}", "reward_mean"):
             if f"eval/{key}/{name}" in metrics:
                 entry[key] = metrics[f"eval/{key}/{name}"]
-        entry["pass@1_se"] = standard_error([gr for gr in groups if gr.task.env == name])
+        entry["pass@1_se"] = pass_rate_standard_error([gr for gr in groups if gr.task.env == name])
         result["envs"][name] = entry
     return result
 
-
-def standard_error(groups: list) -> float:
-    """Standard error of pass@1 over tasks (each task's pass fraction is one observation)."""
-    rates = [sum(r >= PASS for r in gr.rewards) / len(gr.rewards) for gr in groups]
-    if len(rates) < 2:
-        return 0.0
-    mean = sum(rates) / len(rates)
-    return (sum((r - mean) ** 2 for r in rates) / (len(rates) - 1) / len(rates)) ** 0.5

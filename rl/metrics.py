@@ -3,7 +3,8 @@
 - ``step_metrics``: one training step (``train/*``, ``episode/*``, ``rlhf/*``,
   ``judge/*``, ``timing/*``);
 - ``validation_metrics``: ``val/reward_mean``, ``val/pass@1`` and
-  ``val/pass@k``, overall and per environment (``rl eval`` reports the same);
+  ``val/pass@k``, overall and per environment (``rl eval`` reports the same,
+  with ``pass_rate_standard_error``);
 - ``pass_at_k``: the unbiased estimator.
 
 A completion passes when its reward is at least 1.0 (full reward).
@@ -41,6 +42,15 @@ def validation_metrics(groups: list, k: int, prefix: str = "val") -> dict[str, f
         if k > 1:
             out[f"{prefix}/pass@{k}{suffix}"] = sum(pass_at_k(k, c, k) for c in correct) / len(mine)
     return out
+
+
+def pass_rate_standard_error(groups: list) -> float:
+    """Standard error of pass@1 over tasks (each task's pass fraction is one observation)."""
+    rates = [sum(r >= PASS for r in gr.rewards) / len(gr.rewards) for gr in groups]
+    if len(rates) < 2:
+        return 0.0
+    mean = sum(rates) / len(rates)
+    return (sum((r - mean) ** 2 for r in rates) / (len(rates) - 1) / len(rates)) ** 0.5
 
 
 def step_metrics(groups: list, advantages: torch.Tensor, train: dict[str, float], timing: dict[str, float],

@@ -68,8 +68,8 @@ MAX_MODEL_LEN = 2048
 class EngineSpec:
     """Everything one inference engine is built from: its config section whole
     (``rollout`` or ``rlhf.judge``, an ``rl.config.EngineConfig``) and what the
-    run decides (weights, dtype, context, seed, sleep). Kept by the trainer, so
-    a dead engine can be built again the same way."""
+    run decides (weights, dtype, context, seed, sleep). ``rl.rollouts`` keeps
+    each engine's spec, so a dead engine is built again the same way."""
 
     model_path: str
     config: EngineConfig

@@ -30,7 +30,7 @@ from typing import Callable, TypeVar
 
 from environments.base import Score, Task
 from reward_models.group_reward import GenRMReward, JudgeStats
-from rl.cluster import Actor, Cluster, Placement, gather
+from rl.cluster import Actor, Cluster, Placement, WorkerTimeout, gather
 from rl.config import Config
 from rl.episodes import EpisodeLimits, ReasoningControl, Trajectory, TurnGenerator, run_episodes
 from rl.rollout import Completion, EngineSpec, RolloutWorker, SamplingSettings, context_length, prompt_token_ids
@@ -58,8 +58,10 @@ class WorkerFailed(RuntimeError):
 def is_worker_fault(exc: BaseException) -> bool:
     """A worker's death or silence (not an error in the work it was given): Ray's actor
     errors, vLLM's ``EngineDeadError`` (also wrapped in a Ray task error), ``WorkerTimeout``."""
-    names = {c.__name__ for c in type(exc).__mro__}
-    if names & {"WorkerTimeout", "RayActorError", "EngineDeadError"}:
+    if isinstance(exc, WorkerTimeout):
+        return True
+    names = {c.__name__ for c in type(exc).__mro__}  # Ray's and vLLM's, without importing either
+    if names & {"RayActorError", "EngineDeadError"}:
         return True
     cause = getattr(exc, "cause", None)  # ray.exceptions.RayTaskError
     return isinstance(cause, BaseException) and cause is not exc and is_worker_fault(cause)
@@ -135,7 +137,8 @@ class Rollouts:
     judge: GenRMReward | None = None
     judged: frozenset[str] = frozenset()
     """Environments whose rewards the judge gives."""
-    multi_turn: dict[str, bool] = field(default_factory=dict)
+    multi_turn: dict[str, bool] = field(default_factory=dict, init=False)
+    """Environment -> whether its tasks are episodes (asked of the pool once)."""
     respawn: dict[str, Callable[[int], Actor]] = field(default_factory=dict)
     """worker kind -> build it again (the engine's index); a kind without one is not restarted."""
     kill: Callable[[Actor], None] = lambda actor: None
@@ -143,13 +146,13 @@ class Rollouts:
     """Called with each rebuilt worker (the trainer refits a new engine)."""
     max_restarts: int = 0
     """Restarts per ``groups`` call before a ``WorkerFailed`` goes up."""
-    restarts: Counter = field(default_factory=Counter)
+    restarts: Counter = field(default_factory=Counter, init=False)
     """Restarts per worker kind since the last ``take_restarts``."""
 
     def __post_init__(self):
         ro = self.cfg.rollout
         with _guard("environments"):
-            self.multi_turn = self.multi_turn or self.envs.multi_turn_environments()
+            self.multi_turn = self.envs.multi_turn_environments()
         self.settings = SamplingSettings(n=1, max_new_tokens=ro.max_new_tokens, temperature=ro.temperature,
                                          top_p=ro.top_p)
         self.turn = TurnGenerator.for_tokenizer(self.generate, self.settings, self.tokenizer,

@@ -226,8 +226,6 @@ def test_trainer_judges_each_group_in_a_circle_and_returns_additive_counters():
     """GenRMReward with a scripted judge: N calls per group of N, base
     rewards from the judgements, zero-sum length control, counters that sum
     over dynamic-sampling rounds."""
-    from types import SimpleNamespace
-
     from environments.base import Score, Task
     from rl.config import load_config
     from rl.models import build_tokenizer

@@ -89,20 +89,24 @@ class MathEnvironment(GeneratedEnvironment):
         return Task(id=task_id, env=self.name, messages=[{"role": "user", "content": question}],
                     answer=str(answer), reference=reference, difficulty=level)
 
+    def question(self, rng: random.Random, level: int) -> Task:
+        question, answer, steps = LEVELS[level](rng)
+        return self.task(f"math/{question}", question, answer, f"<think>{steps}</think>\\boxed{{{answer}}}", level)
+
     def generator(self):
-        """Levels in turn, one per generator call (rejected draws included)."""
+        """A split's questions take the levels in turn, one per generator call (rejected draws
+        included), so each level gets its share of the split."""
         calls = 0
 
         def make(rng: random.Random) -> Task:
             nonlocal calls
             calls += 1
-            level = self.levels[calls % len(self.levels)]
-            question, answer, steps = LEVELS[level](rng)
-            return self.task(f"math/{question}", question, answer, f"<think>{steps}</think>\\boxed{{{answer}}}", level)
+            return self.question(rng, self.levels[calls % len(self.levels)])
         return make
 
     def generate(self, rng: random.Random) -> Task:
-        return self.generator()(rng)
+        """One question of a level drawn from ``rng``."""
+        return self.question(rng, rng.choice(self.levels))
 
     def split_key(self, task: Task) -> str:
         return task.messages[-1]["content"]
