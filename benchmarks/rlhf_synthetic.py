@@ -96,6 +96,32 @@ def policy_report(model_path: str, options: dict, split: str, samples: int, back
             "think_chars": sum(len(split_reasoning(text)[0] or "") for _, text in texts) / n}
 
 
+# The A/B of the shipped config, and (--diagnose) the runs that tell the
+# candidate causes of an accuracy loss apart: the tie rule's noise amplified by
+# std normalisation (std_normalize=true), drift with no KL (kl.coef > 0).
+AB = {"length_control": ["rlhf.length_control.enabled=true"],
+      "no_length_control": ["rlhf.length_control.enabled=false"]}
+DIAGNOSE = {"lc_std_normalize": ["rlhf.length_control.enabled=true", "grpo.std_normalize=true"],
+            "nolc_std_normalize": ["rlhf.length_control.enabled=false", "grpo.std_normalize=true"],
+            "lc_std_normalize_kl": ["rlhf.length_control.enabled=true", "grpo.std_normalize=true",
+                                    "grpo.kl.coef=0.1"]}
+# what the judge did on the policy's own groups, against the environment's truth (reward_models/genrm.py)
+DIAGNOSTICS = ("rlhf/judge_agreement", "rlhf/tie_spread", "rlhf/verifier_tied_frac", "rlhf/noise_groups_frac",
+               "train/verifier_reward_mean/preference")
+
+
+def run_diagnostics(run: Path) -> dict:
+    from rl.tracking import read_metrics
+
+    rows = read_metrics(run / "metrics.jsonl")
+    out = {}
+    for key in DIAGNOSTICS:
+        values = [r[key] for r in rows if key in r]
+        if values:
+            out[key] = {"first10": sum(values[:10]) / len(values[:10]), "last10": sum(values[-10:]) / len(values[-10:])}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/rlhf-synthetic")
@@ -105,18 +131,23 @@ def main() -> None:
     ap.add_argument("--judge-pairs", type=int, default=400)
     ap.add_argument("--samples", type=int, default=8, help="answers per question in the policy reports")
     ap.add_argument("--backend", default="vllm")
+    ap.add_argument("--diagnose", action="store_true",
+                    help="also the runs that separate the causes of an accuracy loss (std normalisation, KL)")
+    ap.add_argument("--only", default=None, help="comma-separated run names (default: all)")
     args = ap.parse_args()
     out = Path(args.out)
     judge_run = out / "judge"
     if not (judge_run / "checkpoints").is_dir():
         rl("train", "configs/genrm_judge_tiny.yaml", f"run.dir={judge_run}", f"run.steps={args.judge_steps}",
            f"run.checkpoint_every={args.judge_steps}", *([f"model.path={args.judge_model}"] if args.judge_model else []))
-    runs = {"length_control": out / "rlhf_lc", "no_length_control": out / "rlhf_nolc"}
+    variants = {**AB, **(DIAGNOSE if args.diagnose else {})}
+    if args.only:
+        variants = {k: variants[k] for k in args.only.split(",")}
+    runs = {name: out / f"rlhf_{name}" for name in variants}
     for name, run in runs.items():
         if not (run / "checkpoints").is_dir():
             rl("train", "configs/rlhf_genrm_tiny.yaml", f"rlhf.judge.model_path={judge_run}", f"run.dir={run}",
-               f"run.steps={args.rlhf_steps}", f"run.checkpoint_every={args.rlhf_steps}",
-               f"rlhf.length_control.enabled={'true' if name == 'length_control' else 'false'}")
+               f"run.steps={args.rlhf_steps}", f"run.checkpoint_every={args.rlhf_steps}", *variants[name])
     from rl.config import load_config
     from rl.sft import resolve_model
 
@@ -124,7 +155,8 @@ def main() -> None:
     options = cfg.environments["preference"].options
     policies = {"start": str(resolve_model(cfg)), **{name: str(run) for name, run in runs.items()}}
     report = {"judge": {split: judge_agreement(str(judge_run), split, args.judge_pairs, args.backend)
-                        for split in ("train", "test")}}
+                        for split in ("train", "test")},
+              "diagnostics": {name: run_diagnostics(run) for name, run in runs.items()}}
     for split in ("train", "test"):
         report[split] = {name: policy_report(path, options, split, args.samples, args.backend)
                          for name, path in policies.items()}
@@ -136,6 +168,10 @@ def main() -> None:
         for name, r in report[split].items():
             print(f"{name:<20}{r['accuracy']:>10.3f}{r['true_preference']:>11.3f}{r['long_answers']:>10.3f}"
                   f"{r['answer_chars']:>11.1f}{r['think_chars']:>10.1f}")
+    print(f"\nduring training (first 10 -> last 10 steps): {', '.join(DIAGNOSTICS)}")
+    for name, d in report["diagnostics"].items():
+        print(f"{name:<22}" + "  ".join(f"{d[k]['first10']:.3f}->{d[k]['last10']:.3f}" if k in d else "-"
+                                       for k in DIAGNOSTICS))
     for split, j in report["judge"].items():
         print(f"judge on {split} questions: {j['valid']:.2f} valid judgements, prefers the truly better answer in "
               f"{j['prefers_better']:.2f} of {j['pairs']} new pairs")

@@ -82,6 +82,36 @@ def base_rewards(n: int, judgements: list[Judgement | None]) -> tuple[list[float
     return [sum(s) / len(s) if s else fallback for s in scores], sum(1 for s in scores if not s)
 
 
+def verifier_agreement(n: int, judgements: list[Judgement | None], verifier: list[float]) -> dict[str, float]:
+    """How the judge's circular comparisons of one group sit against the
+    environment's own rewards ``verifier`` (where it has a ground truth):
+
+    - ``compared``: valid comparisons of answers the verifier ranks apart;
+      ``agreed``: of those, the ones whose tie-adjusted scores order the pair
+      the same way (a judge error is a comparison compared but not agreed);
+    - ``tied``: valid comparisons of answers the verifier scores equal;
+      ``tie_spread``: the sum over them of |s1 - s2| after the tie rule (what
+      the judge invents between equal answers: 1.0 per comparison for a
+      ranking of 3 or 4 with equal helpfulness);
+    - ``noise_group``: 1 when the verifier scores the whole group equal but
+      the base rewards differ (GRPO then trains on the judge's noise alone).
+    """
+    out = {"compared": 0.0, "agreed": 0.0, "tied": 0.0, "tie_spread": 0.0}
+    for (a, b), j in zip(circular_pairs(n), judgements):
+        if j is None:
+            continue
+        s1, s2 = tie_adjusted(j)
+        if verifier[a] == verifier[b]:
+            out["tied"] += 1
+            out["tie_spread"] += abs(s1 - s2)
+        else:
+            out["compared"] += 1
+            out["agreed"] += float((s1 - s2) * (verifier[a] - verifier[b]) > 0)
+    base, _ = base_rewards(n, judgements)
+    out["noise_group"] = float(len(set(verifier)) == 1 and max(base) - min(base) > 1e-9)
+    return out
+
+
 # ------------------------------------------------------- length control
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from environments.base import Score
-from reward_models.genrm import base_rewards, circular_pairs, length_control
+from reward_models.genrm import base_rewards, circular_pairs, length_control, verifier_agreement
 from reward_models.judge import judge_messages
 from verifiers.text import split_reasoning
 
@@ -36,14 +36,33 @@ class JudgeStats:
     bonuses: float = 0.0
     """Answers given length control's bonus."""
     seconds: float = 0.0
+    groups: float = 0.0
+    compared: float = 0.0
+    """Against the environment's own reward (``genrm.verifier_agreement``):
+    comparisons of answers it ranks apart, ..."""
+    agreed: float = 0.0
+    """... those the judge ordered the same way, ..."""
+    tied: float = 0.0
+    """... comparisons of answers it scores equal, ..."""
+    tie_spread: float = 0.0
+    """... the judge's |s1 - s2| summed over those, ..."""
+    noise_groups: float = 0.0
+    """... and groups it scores all equal that the judge did not."""
 
     def __add__(self, other: JudgeStats) -> JudgeStats:
         return JudgeStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
     def metrics(self) -> dict[str, float]:
         responses = max(self.responses, 1.0)
-        return {"judge/calls": self.calls, "judge/retries": self.retries, "judge/failures": self.failures,
-                "rlhf/unscored_frac": self.unscored / responses, "rlhf/bonus_frac": self.bonuses / responses}
+        m = {"judge/calls": self.calls, "judge/retries": self.retries, "judge/failures": self.failures,
+             "rlhf/unscored_frac": self.unscored / responses, "rlhf/bonus_frac": self.bonuses / responses,
+             "rlhf/verifier_tied_frac": self.tied / max(self.tied + self.compared, 1.0),
+             "rlhf/noise_groups_frac": self.noise_groups / max(self.groups, 1.0)}
+        if self.compared:
+            m["rlhf/judge_agreement"] = self.agreed / self.compared
+        if self.tied:
+            m["rlhf/tie_spread"] = self.tie_spread / self.tied
+        return m
 
 
 def reasoning_and_answer(completion: str) -> tuple[str, str]:
@@ -71,9 +90,12 @@ class GenRMReward:
                    for gr, p in zip(groups, parts) for a, b in circular_pairs(len(p))]
         judgements, counters = self.judge.judge(prompts)
         unscored, bonuses, start = 0, 0, 0
+        against = {"compared": 0.0, "agreed": 0.0, "tied": 0.0, "tie_spread": 0.0, "noise_group": 0.0}
         for gr, p in zip(groups, parts):
             n = len(p)
             base, missing = base_rewards(n, judgements[start:start + n])
+            for k, v in verifier_agreement(n, judgements[start:start + n], [s.reward for s in gr.scores]).items():
+                against[k] += v
             start += n
             unscored += missing
             think = [len(r) for r, _ in p]
@@ -90,4 +112,6 @@ class GenRMReward:
                          for r, b, (ta, aa, bo), s, th, an in zip(rewards, base, adj, gr.scores, think, answer)]
         return JudgeStats(calls=counters["judge/calls"], retries=counters["judge/retries"],
                           failures=counters["judge/failures"], responses=float(sum(len(p) for p in parts)),
-                          unscored=float(unscored), bonuses=float(bonuses))
+                          unscored=float(unscored), bonuses=float(bonuses), groups=float(len(groups)),
+                          compared=against["compared"], agreed=against["agreed"], tied=against["tied"],
+                          tie_spread=against["tie_spread"], noise_groups=against["noise_group"])

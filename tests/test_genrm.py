@@ -222,6 +222,24 @@ def test_preference_environment_scores_the_truth_by_hand():
         make_environment("preference", {"copies": 0})
 
 
+def test_verifier_agreement_counts_judge_errors_tie_noise_and_noise_groups():
+    """Four equally right answers judged with the tie rule (3 or 4 at equal
+    helpfulness): every comparison is a verifier tie with spread 1 and the
+    group is a noise group; a wrong answer ranked below is agreement."""
+    from reward_models.genrm import verifier_agreement
+
+    ties = [Judgement(5, 5, 3), Judgement(5, 5, 4), Judgement(5, 5, 4), Judgement(5, 5, 3)]
+    out = verifier_agreement(4, ties, [1.0, 1.0, 1.0, 1.0])
+    # base rewards 5.0, 4.5, 5.0, 5.5 (each the mean of two +-0.5 tie adjustments): not all equal
+    assert out == {"compared": 0.0, "agreed": 0.0, "tied": 4.0, "tie_spread": 4.0, "noise_group": 1.0}
+    mixed = [Judgement(5, 1, 1), Judgement(1, 5, 5), None, Judgement(5, 5, 3)]  # pairs (0,1) (1,2) (2,3) (3,0)
+    out = verifier_agreement(4, mixed, [1.0, 0.0, 1.0, 1.0])
+    assert out == {"compared": 2.0, "agreed": 2.0, "tied": 1.0, "tie_spread": 1.0, "noise_group": 0.0}
+    wrong = verifier_agreement(2, [Judgement(1, 5, 6), Judgement(5, 1, 1)], [1.0, 0.0])  # pairs (0,1), (1,0)
+    assert (wrong["compared"], wrong["agreed"]) == (2.0, 0.0)
+    assert verifier_agreement(2, [Judgement(5, 5, 3), Judgement(5, 5, 3)], [1.0, 1.0])["noise_group"] == 0.0
+
+
 def test_trainer_judges_each_group_in_a_circle_and_returns_additive_counters():
     """GenRMReward with a scripted judge: N calls per group of N, base
     rewards from the judgements, zero-sum length control, counters that sum
@@ -255,8 +273,15 @@ def test_trainer_judges_each_group_in_a_circle_and_returns_additive_counters():
     assert "Answer 1:\n\\boxed{4}\nAnswer 2:\n\\boxed{4} Done." in seen[0][0]["content"]  # pair (0, 1)
     assert "Answer 1:\n\\boxed{5}\nAnswer 2:\n\\boxed{4}" in seen[2][0]["content"]  # pair (2, 0)
     judged = ([Judgement(5, 2, 1)] * 3, [Judgement(5, 2, 1), None, None])  # answer 3 of group 2: no score
-    assert counters == JudgeStats(calls=6.0, retries=0.0, failures=2.0, responses=6.0, unscored=1.0, bonuses=0.0)
-    assert counters.metrics()["rlhf/unscored_frac"] == pytest.approx(1 / 6)
+    # against the verifier (group 1: [1, 1, 0], group 2: all 0): pair (0, 1) of each group is a verifier
+    # tie judged 5 vs 2 (spread 3); group 1's (1, 2) agrees, its (2, 0) does not; group 2 is all equal but
+    # its base rewards are 5, 2 and 3.5 (the fallback): a noise group
+    assert counters == JudgeStats(calls=6.0, retries=0.0, failures=2.0, responses=6.0, unscored=1.0, bonuses=0.0,
+                                  groups=2.0, compared=2.0, agreed=1.0, tied=2.0, tie_spread=6.0, noise_groups=1.0)
+    m = counters.metrics()
+    assert m["rlhf/unscored_frac"] == pytest.approx(1 / 6)
+    assert (m["rlhf/judge_agreement"], m["rlhf/tie_spread"], m["rlhf/verifier_tied_frac"],
+            m["rlhf/noise_groups_frac"]) == (0.5, 3.0, 0.5, 0.5)
     for gr, j in zip(groups, judged):
         base, _ = base_rewards(3, j)
         assert [s.components["base"] for s in gr.scores] == base
