@@ -63,23 +63,39 @@ def release_shared_memory(before: set[str], patience_s: float = 10.0, directory:
 
 
 def segments_in_use(directory: str = "/dev/shm") -> set[str]:
-    """Names under ``directory`` that some live process maps or holds open."""
+    """Names under ``directory`` that some live process maps or holds open.
+
+    Matched by inode as well as by name: glibc's ``sem_open`` creates a
+    semaphore under a temporary name, maps it, then links it to its final
+    name (``sem.mp-*``), so the maps of its owner never show that name."""
     import os
 
     in_use: set[str] = set()
+    inodes: set[int] = set()
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             for line in (proc / "maps").read_text().splitlines():
-                if directory in line:
-                    in_use.add(line.split(directory + "/", 1)[1].split(" ")[0])
+                if directory + "/" in line:
+                    fields = line.split(maxsplit=5)
+                    inodes.add(int(fields[4]))
+                    in_use.add(fields[5].split(directory + "/", 1)[1].split(" ")[0])
             for fd in (proc / "fd").iterdir():
                 target = os.readlink(fd)
                 if target.startswith(directory + "/"):
                     in_use.add(target[len(directory) + 1:].split(" ")[0])
-        except OSError:
+                    inodes.add(os.stat(fd).st_ino)
+        except (OSError, ValueError, IndexError):
             continue
+    root = Path(directory)
+    if inodes and root.is_dir():
+        for path in root.iterdir():
+            try:
+                if path.stat().st_ino in inodes:
+                    in_use.add(path.name)
+            except OSError:
+                continue
     return in_use
 
 

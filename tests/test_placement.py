@@ -172,3 +172,21 @@ def test_stale_shared_memory_is_removed_and_live_segments_are_kept(tmp_path):
         removed = cleanup_shared_memory(str(tmp_path))
     assert removed == ["psm_deadbeef"]
     assert fresh.exists() and live.exists() and other.exists() and not stale.exists()
+
+
+def test_a_semaphore_another_process_holds_is_not_released():
+    """glibc maps a named semaphore under a temporary name before linking it
+    to ``sem.mp-*``: a run ending beside another (a second run, a test) must
+    still see it in use, by inode, and leave it alone (it used to unlink the
+    other's live semaphores: its vLLM workers then failed to start)."""
+    import multiprocessing as mp
+
+    from rl.refit import release_shared_memory, shared_memory_segments
+
+    before = shared_memory_segments()
+    lock = mp.get_context("spawn").Lock()  # spawn keeps the name until the lock is gone
+    new = shared_memory_segments() - before
+    assert new and all(n.startswith("sem.mp-") for n in new)
+    release_shared_memory(before, patience_s=0.0)
+    assert new <= shared_memory_segments()
+    del lock
