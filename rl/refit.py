@@ -47,8 +47,10 @@ def shared_memory_segments(directory: str = "/dev/shm", prefixes: tuple[str, ...
 
 def release_shared_memory(before: set[str], patience_s: float = 10.0, directory: str = "/dev/shm") -> set[str]:
     """At the end of a run: remove the segments that appeared since ``before``
-    (this run's) as soon as no process maps them (an engine core can outlive its
-    actor by a moment), waiting at most ``patience_s``. Returns what is left."""
+    as soon as no process maps them, waiting at most ``patience_s`` while this
+    run's own processes still hold some (an engine core can outlive its actor
+    by a moment); segments held only by other processes (another run on the
+    host) are theirs: left at once. Returns what is left."""
     import time
 
     deadline = time.monotonic() + patience_s
@@ -57,13 +59,35 @@ def release_shared_memory(before: set[str], patience_s: float = 10.0, directory:
         for name in ours - segments_in_use(directory):
             Path(directory, name).unlink(missing_ok=True)
         ours = shared_memory_segments(directory) - before
-        if not ours or time.monotonic() > deadline:
+        if not ours or time.monotonic() > deadline or not ours & segments_in_use(directory, _own_processes()):
             return ours
         time.sleep(0.2)
 
 
-def segments_in_use(directory: str = "/dev/shm") -> set[str]:
-    """Names under ``directory`` that some live process maps or holds open.
+def _own_processes() -> set[int]:
+    """This process and its descendants (a local Ray cluster and its workers included)."""
+    import os
+
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) if proc.name.isdigit() else None
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid is not None:
+            children.setdefault(ppid, []).append(int(proc.name))
+    own, todo = set(), [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        if pid not in own:
+            own.add(pid)
+            todo += children.get(pid, [])
+    return own
+
+
+def segments_in_use(directory: str = "/dev/shm", pids: set[int] | None = None) -> set[str]:
+    """Names under ``directory`` that some live process (of ``pids``, default
+    any) maps or holds open.
 
     Matched by inode as well as by name: glibc's ``sem_open`` creates a
     semaphore under a temporary name, maps it, then links it to its final
@@ -73,7 +97,7 @@ def segments_in_use(directory: str = "/dev/shm") -> set[str]:
     in_use: set[str] = set()
     inodes: set[int] = set()
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
+        if not proc.name.isdigit() or (pids is not None and int(proc.name) not in pids):
             continue
         try:
             for line in (proc / "maps").read_text().splitlines():
