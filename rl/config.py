@@ -323,7 +323,8 @@ class JudgeConfig(EngineConfig):
     max_new_tokens: int = Field(64, ge=1)
     """Tokens of one judgement (its reasoning and the two scores)."""
     temperature: float = Field(1.0, gt=0)
-    """The judge's sampling temperature."""
+    """The judge's sampling temperature. At 0.05 the tiny judge's errors became consistent and
+    the policy learned the wrong answers it accepted (docs/status.md, RLHF diagnosis)."""
     retries: int = Field(2, ge=0)
     """Extra judge calls for a comparison whose answer does not parse; then it is dropped."""
     gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
