@@ -82,9 +82,11 @@ def base_rewards(n: int, judgements: list[Judgement | None]) -> tuple[list[float
     return [sum(s) / len(s) if s else fallback for s in scores], sum(1 for s in scores if not s)
 
 
-def verifier_agreement(n: int, judgements: list[Judgement | None], verifier: list[float]) -> dict[str, float]:
-    """How the judge's circular comparisons of one group sit against the
-    environment's own rewards ``verifier`` (where it has a ground truth):
+def verifier_agreement(judgements: list[Judgement | None], base: list[float],
+                       verifier: list[float]) -> dict[str, float]:
+    """How the judge's circular comparisons of one group (and the ``base``
+    rewards ``base_rewards`` made of them) sit against the environment's own
+    rewards ``verifier`` (where it has a ground truth):
 
     - ``compared``: valid comparisons of answers the verifier ranks apart;
       ``agreed``: of those, the ones whose tie-adjusted scores order the pair
@@ -93,11 +95,13 @@ def verifier_agreement(n: int, judgements: list[Judgement | None], verifier: lis
       ``tie_spread``: the sum over them of |s1 - s2| after the tie rule (what
       the judge invents between equal answers: 1.0 per comparison for a
       ranking of 3 or 4 with equal helpfulness);
-    - ``noise_group``: 1 when the verifier scores the whole group equal but
+    - ``noise_groups``: 1 when the verifier scores the whole group equal but
       the base rewards differ (GRPO then trains on the judge's noise alone).
+
+    The keys are ``JudgeStats`` fields: the counts add up over groups.
     """
     out = {"compared": 0.0, "agreed": 0.0, "tied": 0.0, "tie_spread": 0.0}
-    for (a, b), j in zip(circular_pairs(n), judgements):
+    for (a, b), j in zip(circular_pairs(len(verifier)), judgements):
         if j is None:
             continue
         s1, s2 = tie_adjusted(j)
@@ -107,8 +111,7 @@ def verifier_agreement(n: int, judgements: list[Judgement | None], verifier: lis
         else:
             out["compared"] += 1
             out["agreed"] += float((s1 - s2) * (verifier[a] - verifier[b]) > 0)
-    base, _ = base_rewards(n, judgements)
-    out["noise_group"] = float(len(set(verifier)) == 1 and max(base) - min(base) > 1e-9)
+    out["noise_groups"] = float(len(set(verifier)) == 1 and max(base) - min(base) > 1e-9)
     return out
 
 

@@ -90,12 +90,12 @@ class GenRMReward:
                    for gr, p in zip(groups, parts) for a, b in circular_pairs(len(p))]
         judgements, counters = self.judge.judge(prompts)
         unscored, bonuses, start = 0, 0, 0
-        against = {"compared": 0.0, "agreed": 0.0, "tied": 0.0, "tie_spread": 0.0, "noise_group": 0.0}
+        against = JudgeStats()
         for gr, p in zip(groups, parts):
             n = len(p)
-            base, missing = base_rewards(n, judgements[start:start + n])
-            for k, v in verifier_agreement(n, judgements[start:start + n], [s.reward for s in gr.scores]).items():
-                against[k] += v
+            judged = judgements[start:start + n]
+            base, missing = base_rewards(n, judged)
+            against += JudgeStats(**verifier_agreement(judged, base, [s.reward for s in gr.scores]))
             start += n
             unscored += missing
             think = [len(r) for r, _ in p]
@@ -110,8 +110,6 @@ class GenRMReward:
                                    "verifier": s.reward, "think_chars": float(th), "answer_chars": float(an),
                                    **{f"verifier/{k}": v for k, v in s.components.items()}})
                          for r, b, (ta, aa, bo), s, th, an in zip(rewards, base, adj, gr.scores, think, answer)]
-        return JudgeStats(calls=counters["judge/calls"], retries=counters["judge/retries"],
-                          failures=counters["judge/failures"], responses=float(sum(len(p) for p in parts)),
-                          unscored=float(unscored), bonuses=float(bonuses), groups=float(len(groups)),
-                          compared=against["compared"], agreed=against["agreed"], tied=against["tied"],
-                          tie_spread=against["tie_spread"], noise_groups=against["noise_group"])
+        return against + JudgeStats(calls=counters["judge/calls"], retries=counters["judge/retries"],
+                                    failures=counters["judge/failures"], responses=float(sum(len(p) for p in parts)),
+                                    unscored=float(unscored), bonuses=float(bonuses), groups=float(len(groups)))

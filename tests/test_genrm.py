@@ -226,18 +226,21 @@ def test_verifier_agreement_counts_judge_errors_tie_noise_and_noise_groups():
     """Four equally right answers judged with the tie rule (3 or 4 at equal
     helpfulness): every comparison is a verifier tie with spread 1 and the
     group is a noise group; a wrong answer ranked below is agreement."""
-    from reward_models.genrm import verifier_agreement
+    from reward_models.genrm import base_rewards, verifier_agreement
+
+    def agreement(judgements, verifier):
+        return verifier_agreement(judgements, base_rewards(len(verifier), judgements)[0], verifier)
 
     ties = [Judgement(5, 5, 3), Judgement(5, 5, 4), Judgement(5, 5, 4), Judgement(5, 5, 3)]
-    out = verifier_agreement(4, ties, [1.0, 1.0, 1.0, 1.0])
+    out = agreement(ties, [1.0, 1.0, 1.0, 1.0])
     # base rewards 5.0, 4.5, 5.0, 5.5 (each the mean of two +-0.5 tie adjustments): not all equal
-    assert out == {"compared": 0.0, "agreed": 0.0, "tied": 4.0, "tie_spread": 4.0, "noise_group": 1.0}
+    assert out == {"compared": 0.0, "agreed": 0.0, "tied": 4.0, "tie_spread": 4.0, "noise_groups": 1.0}
     mixed = [Judgement(5, 1, 1), Judgement(1, 5, 5), None, Judgement(5, 5, 3)]  # pairs (0,1) (1,2) (2,3) (3,0)
-    out = verifier_agreement(4, mixed, [1.0, 0.0, 1.0, 1.0])
-    assert out == {"compared": 2.0, "agreed": 2.0, "tied": 1.0, "tie_spread": 1.0, "noise_group": 0.0}
-    wrong = verifier_agreement(2, [Judgement(1, 5, 6), Judgement(5, 1, 1)], [1.0, 0.0])  # pairs (0,1), (1,0)
+    out = agreement(mixed, [1.0, 0.0, 1.0, 1.0])
+    assert out == {"compared": 2.0, "agreed": 2.0, "tied": 1.0, "tie_spread": 1.0, "noise_groups": 0.0}
+    wrong = agreement([Judgement(1, 5, 6), Judgement(5, 1, 1)], [1.0, 0.0])  # pairs (0,1), (1,0)
     assert (wrong["compared"], wrong["agreed"]) == (2.0, 0.0)
-    assert verifier_agreement(2, [Judgement(5, 5, 3), Judgement(5, 5, 3)], [1.0, 1.0])["noise_group"] == 0.0
+    assert agreement([Judgement(5, 5, 3), Judgement(5, 5, 3)], [1.0, 1.0])["noise_groups"] == 0.0
 
 
 def test_trainer_judges_each_group_in_a_circle_and_returns_additive_counters():
