@@ -13,6 +13,14 @@ correct answers the shorter wins; environments/preference scores it).
 
     python benchmarks/rlhf_synthetic.py --out runs/rlhf-synthetic [--judge-model DIR] [--rlhf-steps 60]
 
+A judge trained on made-up answers alone misorders some of the policy's own
+answers, and the policy learns those mistakes (docs/status.md). With
+``--policy-answers FILE`` the judge also trains on pairs of the policy's own
+answers (``environments.genrm.policy_answers``); if FILE does not exist it is
+written first, ``--answer-samples`` answers per training question from each
+policy in ``--answers-from`` (``start``: the RLHF run's warm-up; or a run or
+model folder, such as an earlier RLHF run whose mistakes the judge should learn).
+
 The judge's warm-up (10.7M parameters, 2000 SFT steps) took 3.6 min on one
 H100 and would take hours on 2 CPU cores (not timed); ``--judge-model`` starts
 the judge's GRPO from a warm-up made elsewhere, for example on a GPU::
@@ -66,25 +74,52 @@ def judge_agreement(judge_path: str, split: str, limit: int, backend: str, level
             / max(len(strict), 1)}
 
 
-def policy_report(model_path: str, options: dict, split: str, samples: int, backend: str) -> dict:
-    """Accuracy, true preference score, long-answer fraction and lengths of sampled answers."""
+def sample_answers(model_path: str, env, split: str, samples: int, backend: str) -> list[tuple]:
+    """(task, completion text) for ``samples`` answers of the policy to each of ``env``'s ``split`` tasks."""
     from transformers import AutoTokenizer
 
-    from environments.registry import make_environment
     from rl.models import check_model_dir
     from rl.config import RolloutConfig
     from rl.rollout import EngineSpec, RolloutWorker, SamplingSettings, prompt_token_ids
-    from verifiers.text import split_reasoning
 
     path = str(check_model_dir(model_path))
     tok = AutoTokenizer.from_pretrained(path)
-    env = make_environment("preference", options)
     tasks = env.tasks(split)
     worker = RolloutWorker(EngineSpec(path, RolloutConfig(backend=backend), seed=1))
     groups = worker.generate([prompt_token_ids(tok, t.messages) for t in tasks],
                              SamplingSettings(n=samples, max_new_tokens=96))
-    texts = [(t, tok.decode(c.token_ids, skip_special_tokens=True)) for t, g in zip(tasks, groups) for c in g]
+    return [(t, tok.decode(c.token_ids, skip_special_tokens=True)) for t, g in zip(tasks, groups) for c in g]
+
+
+def write_policy_answers(policies: list[str], options: dict, samples: int, backend: str, path: Path) -> None:
+    """The policies' answers to the training questions, one row per question (its copies merged),
+    in the format of ``environments.genrm.policy_answers``."""
+    from environments.registry import make_environment
+
+    env = make_environment("preference", options)
+    rows: dict[str, dict] = {}
     try:
+        for policy in policies:
+            for task, text in sample_answers(policy, env, "train", samples, backend):
+                question = task.messages[0]["content"]
+                row = rows.setdefault(question, {"question": question, "answer": task.answer,
+                                                 "reference": task.reference, "completions": []})
+                row["completions"].append(text)
+    finally:
+        env.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows.values()))
+    print(f"wrote {path}: {len(rows)} questions, {sum(len(r['completions']) for r in rows.values())} answers")
+
+
+def policy_report(model_path: str, options: dict, split: str, samples: int, backend: str) -> dict:
+    """Accuracy, true preference score, long-answer fraction and lengths of sampled answers."""
+    from environments.registry import make_environment
+    from verifiers.text import split_reasoning
+
+    env = make_environment("preference", options)
+    try:
+        texts = sample_answers(model_path, env, split, samples, backend)
         scores = [env.score(t, text) for t, text in texts]
     finally:
         env.close()
@@ -138,12 +173,36 @@ def main() -> None:
     ap.add_argument("--diagnose", action="store_true",
                     help="also the runs that separate the causes of an accuracy loss (std normalisation, KL)")
     ap.add_argument("--only", default=None, help="comma-separated run names (default: all)")
+    ap.add_argument("--policy-answers", help="JSON-lines file of the policy's own answers the judge also trains on "
+                    "(written first if missing)")
+    ap.add_argument("--answers-from", default="start",
+                    help="comma-separated policies whose answers make --policy-answers: start, or run/model folders")
+    ap.add_argument("--answer-samples", type=int, default=8, help="answers per training task and policy")
+    ap.add_argument("--answers-only", action="store_true", help="write --policy-answers and stop (to make the "
+                    "judge's warm-up elsewhere, with environments.genrm.policy_answers=FILE)")
+    ap.add_argument("--judge-override", action="append", default=[], metavar="KEY=VALUE",
+                    help="more overrides of the judge's config (its warm-up included)")
     args = ap.parse_args()
     out = Path(args.out)
+    from rl.config import load_config
+    from rl.sft import resolve_model
+
+    cfg = load_config(ROOT / "configs" / "rlhf_genrm_tiny.yaml")
+    options = cfg.environments["preference"].options
+    judge_overrides = list(args.judge_override)
+    if args.policy_answers:
+        answers = Path(args.policy_answers)
+        if not answers.is_file():
+            policies = [str(resolve_model(cfg)) if p == "start" else p for p in args.answers_from.split(",")]
+            write_policy_answers(policies, options, args.answer_samples, args.backend, answers)
+        judge_overrides.append(f"environments.genrm.policy_answers={answers.resolve()}")
+    if args.answers_only:
+        return
     judge_run = out / "judge"
     if not (judge_run / "checkpoints").is_dir():
         rl("train", "configs/genrm_judge_tiny.yaml", f"run.dir={judge_run}", f"run.steps={args.judge_steps}",
-           f"run.checkpoint_every={args.judge_steps}", *([f"model.path={args.judge_model}"] if args.judge_model else []))
+           f"run.checkpoint_every={args.judge_steps}", *judge_overrides,
+           *([f"model.path={args.judge_model}"] if args.judge_model else []))
     variants = {**AB, **(DIAGNOSE if args.diagnose else {})}
     if args.only:
         variants = {k: variants[k] for k in args.only.split(",")}
@@ -152,11 +211,6 @@ def main() -> None:
         if not (run / "checkpoints").is_dir():
             rl("train", "configs/rlhf_genrm_tiny.yaml", f"rlhf.judge.model_path={judge_run}", f"run.dir={run}",
                f"run.steps={args.rlhf_steps}", f"run.checkpoint_every={args.rlhf_steps}", *variants[name])
-    from rl.config import load_config
-    from rl.sft import resolve_model
-
-    cfg = load_config(ROOT / "configs" / "rlhf_genrm_tiny.yaml", [f"rlhf.judge.model_path={judge_run}"])
-    options = cfg.environments["preference"].options
     policies = {"start": str(resolve_model(cfg)), **{name: str(run) for name, run in runs.items()}}
     report = {"judge": {split: judge_agreement(str(judge_run), split, args.judge_pairs, args.backend)
                         for split in ("train", "test")},

@@ -18,7 +18,7 @@ import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, TypeVar
 
 
 @dataclass
@@ -224,10 +224,13 @@ class DataError(ValueError):
     """A malformed task file; the message names the file and line."""
 
 
-def read_jsonl(path: str | Path, make_task: Callable[[dict, int], Task]) -> list[Task]:
+Row = TypeVar("Row")
+
+
+def read_jsonl(path: str | Path, make_task: Callable[[dict, int], Row]) -> list[Row]:
     """Tasks from a JSON-lines file, one object per line (blank lines skipped).
 
-    ``make_task(row, line_number)`` builds a task; any error it raises (a
+    ``make_task(row, line_number)`` builds a task (or what the caller makes of a row); any error it raises (a
     missing key, a wrong type) is reported with the file and line.
     """
     path = Path(path)

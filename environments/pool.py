@@ -122,13 +122,14 @@ class EnvironmentPool:
                 self.multi_turn[name] = isinstance(self.local[name], MultiTurnEnvironment)
                 continue
             # Built in its host now, so that a bad option or a hanging constructor fails at once, with its name.
-            runner = IsolatedRunner(memory_limit_mb, initializer=(_host_init, (name, opts)))
+            runner = IsolatedRunner(memory_limit_mb, initializer=(_host_init, (name, opts)),
+                                    start_timeout=construct_timeout_s)
             probe = runner.call(_host_multi_turn, name, timeout=construct_timeout_s)
             if not probe.ok:
                 runner.close()
                 self.close()
                 why = (f"its constructor did not return within {construct_timeout_s:g} s"
-                       if probe.error.startswith("timeout") else probe.error.removeprefix("error: "))
+                       if probe.error.startswith(("timeout", "start timeout")) else probe.error.removeprefix("error: "))
                 why = re.sub(r"^\w+(Error|Exception): (?=environments\.)", "", why)
                 raise ValueError(why if why.startswith(f"environments.{name}") else f"environments.{name}: {why}")
             self.multi_turn[name] = probe.value

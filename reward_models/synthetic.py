@@ -4,7 +4,9 @@ wrong one, and among correct answers the shorter one.
 
 ``preference`` labels a pair the way a careful annotator following that rule
 would; ``true_score`` is the same rule as a number per response (what an
-RLHF run should raise); ``labelled_pairs`` makes judge-training rows.
+RLHF run should raise); ``labelled_pairs`` makes judge-training rows from
+made-up answers, ``policy_pairs`` from answers a policy sampled (so the judge
+learns the mistakes of the policy it will judge, not only made-up ones).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from reward_models.genrm import Judgement
 
 SHORT_ANSWER_CHARS = 16
 """An answer (after the reasoning) of at most this many characters is short."""
+MAX_QUOTED_CHARS = 24
+"""A note quotes at most this many characters of an answer without a boxed value."""
 FILLERS = ["", "", " Done.", " That is the result.", " I checked it twice, so this is the final answer."]
 
 
@@ -67,12 +71,47 @@ def note(value: str, gold: str, correct: bool, length: int, short: int = SHORT_A
     return f"{value} vs {gold}: right, {'short' if length <= short else 'long'}"
 
 
+def quoted_value(answer: str) -> str:
+    """What a note quotes of an answer: its last boxed value, else the answer itself."""
+    from environments.math.verifier import last_boxed
+
+    value = last_boxed(answer)
+    return (value if value is not None else answer).strip()[:MAX_QUOTED_CHARS]
+
+
+def labelled_row(row_id: str, task, answers: list[tuple[bool, str, str]], rng: random.Random) -> dict:
+    """A judge-training row for two answers to a math task, each (correct, quoted value, answer text),
+    with the reasoning a careful judge writes first (the task's worked steps, then a note per answer)."""
+    from verifiers.text import split_reasoning
+
+    (c1, v1, a1), (c2, v2, a2) = answers
+    j = preference(c1, len(a1), c2, len(a2), rng)
+    return {"id": row_id, "conversation": task.messages, "response_1": a1, "response_2": a2,
+            "score_1": j.score_1, "score_2": j.score_2, "ranking": j.ranking,
+            "analysis": split_reasoning(task.reference or "")[0] or "",
+            "notes": [note(v1, task.answer, c1, len(a1)), note(v2, task.answer, c2, len(a2))]}
+
+
+def policy_pairs(task, answers: list[tuple[bool, str]], rng: random.Random, per_task: int) -> list[dict]:
+    """Up to ``per_task`` labelled pairs of a policy's own answers to one math task, each answer
+    (correct, answer text) as the judge reads it (after the reasoning). Pairs whose answers differ
+    in helpfulness come first (right against wrong, short against long: what the judge must
+    order), then equally good pairs; each answer's note quotes its boxed value."""
+    quoted = [(correct, quoted_value(text), text) for correct, text in answers]
+    pairs = [(a, b) for a in range(len(quoted)) for b in range(a + 1, len(quoted))
+             if quoted[a][2] != quoted[b][2]]
+    rng.shuffle(pairs)
+    level = [helpfulness(quoted[a][0], len(quoted[a][2])) != helpfulness(quoted[b][0], len(quoted[b][2]))
+             for a, b in pairs]
+    pairs = [p for p, strict in zip(pairs, level) if strict] + [p for p, strict in zip(pairs, level) if not strict]
+    return [labelled_row(f"policy-{task.id}-{k}", task, [quoted[a], quoted[b]][::rng.choice([1, -1])], rng)
+            for k, (a, b) in enumerate(pairs[:per_task])]
+
+
 def labelled_pairs(tasks: list, rng: random.Random, per_task: int = 1) -> list[dict]:
     """``per_task`` labelled pairs per math task: two answers, each right or
     wrong, short or padded, with the reasoning a careful judge writes first
     (the task's worked steps, then a note per answer)."""
-    from verifiers.text import split_reasoning
-
     rows = []
     for t, k in itertools.product(tasks, range(per_task)):
         answers = []
@@ -80,10 +119,5 @@ def labelled_pairs(tasks: list, rng: random.Random, per_task: int = 1) -> list[d
             correct = rng.random() < 0.5
             value = t.answer if correct else wrong_value(t.answer, rng)
             answers.append((correct, value, answer_text(value, rng.choice(FILLERS))))
-        (c1, v1, a1), (c2, v2, a2) = answers
-        j = preference(c1, len(a1), c2, len(a2), rng)
-        rows.append({"id": f"pair-{t.id}" + (f"-{k}" if k else ""), "conversation": t.messages, "response_1": a1, "response_2": a2,
-                     "score_1": j.score_1, "score_2": j.score_2, "ranking": j.ranking,
-                     "analysis": split_reasoning(t.reference)[0] or "",
-                     "notes": [note(v1, t.answer, c1, len(a1)), note(v2, t.answer, c2, len(a2))]})
+        rows.append(labelled_row(f"pair-{t.id}" + (f"-{k}" if k else ""), t, answers, rng))
     return rows

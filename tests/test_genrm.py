@@ -189,6 +189,45 @@ def test_synthetic_pairs_carry_the_arithmetic_and_a_verdict_per_answer():
             assert note == f"{value} vs {gold}: {verdict}"
 
 
+def test_policy_answers_become_labelled_pairs_right_against_wrong_first(tmp_path):
+    """A policy's own answers to 8+4: two right and short, one right and padded,
+    one wrong, one without a box; the labels and notes by hand."""
+    from environments.base import DataError
+    from environments.registry import make_environment
+
+    completions = ["<think>8+4=12</think>\\boxed{12}", "<think>8+4=12</think> \\boxed{12}",
+                   "<think>8+4=12</think>\\boxed{12} That is the result.", "<think>8+4=13</think>\\boxed{13}",
+                   "<think>8+4</think>twelve"]
+    row = {"question": "8+4", "answer": "12", "reference": "<think>8+4=12</think>\\boxed{12}",
+           "completions": completions}
+    path = tmp_path / "answers.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    env = make_environment("genrm", {"train_size": 10, "policy_answers": str(path), "policy_pairs_per_question": 9,
+                                     "swap": False})
+    pairs = [t for t in env.tasks("train") if t.id.startswith("policy-")]
+    # 5 answers, 10 pairs, one of two identical answer texts ("\boxed{12}" twice) left out: 9;
+    # equally good: the two right short ones with each other (none left) -> every pair is strict but
+    # right-short against right-short, of which there are none after dropping the duplicate
+    assert len(pairs) == 9
+    truth = {"\\boxed{12}": 5, "\\boxed{12} That is the result.": 4, "\\boxed{13}": 1, "twelve": 1}
+    notes = {"\\boxed{12}": "12 vs 12: right, short", "\\boxed{12} That is the result.": "12 vs 12: right, long",
+             "\\boxed{13}": "13 vs 12: wrong", "twelve": "twelve vs 12: wrong"}
+    strict = 0
+    for t in pairs:
+        r1, r2 = t.meta["responses"]
+        assert (t.answer["score_1"], t.answer["score_2"]) == (truth[r1], truth[r2])
+        assert t.meta["notes"] == [notes[r1], notes[r2]] and t.meta["analysis"] == "8+4=12"
+        assert (t.answer["ranking"] <= 3) == (truth[r1] > truth[r2]) or truth[r1] == truth[r2]
+        strict += truth[r1] != truth[r2]
+    assert strict == 8  # the one equal pair (13 against twelve: both wrong) comes last
+    assert truth[pairs[-1].meta["responses"][0]] == truth[pairs[-1].meta["responses"][1]] == 1
+    assert make_environment("genrm", {"train_size": 10, "policy_answers": str(path)}).tasks("test") == \
+        make_environment("genrm", {"train_size": 10}).tasks("test")  # the training split only
+    path.write_text(json.dumps({**row, "completions": "12"}) + "\n")
+    with pytest.raises(DataError, match=r"answers.jsonl:1: 'completions' must be a list of strings"):
+        make_environment("genrm", {"policy_answers": str(path)}).tasks("train")
+
+
 def test_preference_environment_scores_the_truth_by_hand():
     """1 correct and short, 0.75 correct and long (> 16 characters after the
     reasoning), 0 wrong or unparseable; a padded reference earns what it is worth."""

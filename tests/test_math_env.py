@@ -170,3 +170,27 @@ def test_math_reads_task_files_with_their_line_on_errors(tmp_path):
     with pytest.raises(ValueError, match="bad.jsonl:2"):
         MathEnvironment(data_files={"train": str(bad)}).tasks("train")
     env.close()
+
+
+def _slow_start(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def test_a_checking_process_slow_to_start_does_not_use_up_the_checks_time():
+    """A fresh child re-imports the parent's main module first (seconds where it imports CUDA
+    torch): its start-up has its own limit, and the check's own limit starts once it is ready."""
+    from verifiers.isolation import IsolatedRunner
+
+    runner = IsolatedRunner(initializer=(_slow_start, (1.5,)))
+    try:
+        outcome = runner.call(numbers_equal, "12", "12.0", timeout=1.0)
+        assert outcome.ok and outcome.value is True
+        assert runner.restarts == 0
+    finally:
+        runner.close()
+    runner = IsolatedRunner(initializer=(_slow_start, (30,)), start_timeout=1.0)
+    try:
+        outcome = runner.call(numbers_equal, "12", "12", timeout=60)
+        assert not outcome.ok and outcome.error == "start timeout after 1s"
+    finally:
+        runner.close()

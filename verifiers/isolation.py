@@ -3,7 +3,10 @@
 A verifier that hangs (catastrophic backtracking, ``9^9^9^9`` in sympy),
 eats memory or crashes must cost one sample its reward, never the run. The
 child is long-lived (start-up imports are paid once); on a timeout or a
-crash it is killed and a fresh one is started for the next call.
+crash it is killed and a fresh one is started for the next call. A call's
+time limit starts once the child is ready: a fresh child re-imports the
+parent's main module (seconds on a busy host, or where that module imports
+CUDA torch), which must not count as the check's own time.
 
 A child may isolate its own sub-steps in a grandchild (the environment host
 runs in one child and sympy in another): it clears its daemon flag so that
@@ -28,7 +31,8 @@ class Outcome:
     ok: bool
     value: Any = None
     error: str | None = None
-    """'timeout', 'crashed: ...' or 'error: ...' when not ok."""
+    """'timeout ...', 'start timeout ...' (a fresh child not ready in time), 'crashed: ...' or
+    'error: ...' when not ok."""
 
 
 def _die_with_parent() -> None:
@@ -55,6 +59,7 @@ def _child_loop(conn, memory_limit_bytes: int | None, initializer) -> None:
             fn(*args)
         except BaseException as exc:  # noqa: BLE001 - every call reports it
             failed = traceback.format_exception_only(type(exc), exc)[-1].strip()
+    conn.send("ready")
     while True:
         try:
             fn, args = conn.recv()
@@ -79,8 +84,12 @@ class IsolatedRunner:
     (also after a respawn), e.g. to build the objects later calls use.
     """
 
-    def __init__(self, memory_limit_mb: int | None = 2048, initializer: tuple[Callable, tuple] | None = None):
+    def __init__(self, memory_limit_mb: int | None = 2048, initializer: tuple[Callable, tuple] | None = None,
+                 start_timeout: float = 120.0):
+        """``start_timeout``: seconds a fresh child may take to start (imports, initializer)
+        before the call that needs it fails as crashed."""
         self._ctx = mp.get_context("spawn")
+        self._start_timeout = start_timeout
         self._memory_limit = memory_limit_mb * 2**20 if memory_limit_mb else None
         self._initializer = initializer
         self._proc = None
@@ -110,10 +119,14 @@ class IsolatedRunner:
         self._proc = self._conn = None
 
     def call(self, fn: Callable, *args, timeout: float) -> Outcome:
-        if self._proc is None or not self._proc.is_alive():
-            self._kill()
-            self._start()
         try:
+            if self._proc is None or not self._proc.is_alive():
+                self._kill()
+                self._start()
+                if not self._conn.poll(self._start_timeout):
+                    self._kill()
+                    return Outcome(False, error=f"start timeout after {self._start_timeout:g}s")
+                self._conn.recv()
             self._conn.send((fn, args))
             if not self._conn.poll(timeout):
                 self._kill()

@@ -11,6 +11,14 @@ correct answers preferred, shorter preferred among correct;
 ``pairs_per_question`` pairs per question, since single-digit arithmetic has
 fewer than 200 distinct questions).
 
+A judge trained on made-up answers alone misjudges the answers of the policy it
+then judges (docs/recipe.md section 4): ``policy_answers`` is a JSON-lines file of
+a policy's own sampled answers, rows ``{"question", "answer", "reference",
+"completions": [texts]}`` (``benchmarks/rlhf_synthetic.py`` writes one); each
+question adds up to ``policy_pairs_per_question`` labelled pairs of its
+completions to the training split, labelled by the same rule (the math
+verifier on the whole completion, the length of the answer the judge reads).
+
 Optional reasoning for the judge's warm-up (its SFT reference becomes
 ``<think>{analysis} 1: {notes[0]} 2: {notes[1]}</think>{json}``): ``analysis``
 (text about the conversation) and ``notes`` (one text per response, in the
@@ -28,7 +36,8 @@ from environments.base import Environment, Score, Task, read_jsonl
 from environments.math.env import MathEnvironment
 from reward_models.genrm import Judgement, judge_reward, swapped
 from reward_models.judge import judge_messages
-from reward_models.synthetic import labelled_pairs
+from reward_models.group_reward import reasoning_and_answer
+from reward_models.synthetic import labelled_pairs, policy_pairs
 
 
 class GenRMJudgeEnvironment(Environment):
@@ -37,13 +46,17 @@ class GenRMJudgeEnvironment(Environment):
 
     def __init__(self, data_files: dict[str, str] | None = None, math_levels: list[int] = (1,),
                  train_size: int = 4000, test_size: int = 200, seed: int = 0, c1: float = 10.0, c2: float = 1.0,
-                 swap: bool = True, require_think: bool = False, pairs_per_question: int = 1):
+                 swap: bool = True, require_think: bool = False, pairs_per_question: int = 1,
+                 policy_answers: str | None = None, policy_pairs_per_question: int = 16):
         self.data_files = data_files or {}
         self.math = MathEnvironment(levels=list(math_levels), train_size=train_size, test_size=test_size, seed=seed)
         self.seed, self.c1, self.c2, self.swap, self.require_think = seed, c1, c2, swap, require_think
         if pairs_per_question < 1:
             raise ValueError(f"environments.genrm.pairs_per_question: expected >= 1, got {pairs_per_question}")
+        if policy_pairs_per_question < 1:
+            raise ValueError(f"environments.genrm.policy_pairs_per_question: expected >= 1, got {policy_pairs_per_question}")
         self.pairs_per_question = pairs_per_question
+        self.policy_answers, self.policy_pairs_per_question = policy_answers, policy_pairs_per_question
         self.min_reward = -c1  # an invalid judgement
 
     def tasks(self, split: str) -> list[Task]:
@@ -53,9 +66,26 @@ class GenRMJudgeEnvironment(Environment):
         else:
             rows = labelled_pairs(self.math.tasks(split), random.Random(f"{self.seed}-{split}"), self.pairs_per_question)
             tasks = [self.task_from_row(row, row["id"]) for row in rows]
+        if split == "train" and self.policy_answers:
+            tasks += self.policy_tasks(self.policy_answers)
         if self.swap:
             tasks += [self.swapped(t) for t in tasks]
         return tasks
+
+    def policy_tasks(self, path: str) -> list[Task]:
+        """Labelled pairs of a policy's own answers (``policy_answers``), in the file's order."""
+        return [t for question in read_jsonl(path, self._policy_pairs) for t in question]
+
+    def _policy_pairs(self, row: dict, lineno: int) -> list[Task]:
+        completions = row.get("completions")
+        if not (isinstance(completions, list) and all(isinstance(c, str) for c in completions)):
+            raise ValueError(f"'completions' must be a list of strings, got {completions!r}")
+        question = self.math.task_from_row(row, f"policy-{lineno}")
+        if not question.reference:
+            raise ValueError("'reference' (the worked solution the judge's reasoning starts from) is required")
+        answers = [(self.math.score(question, c).reward >= 1, reasoning_and_answer(c)[1]) for c in completions]
+        rng = random.Random(f"{self.seed}-policy-{lineno}")
+        return [self.task_from_row(r, r["id"]) for r in policy_pairs(question, answers, rng, self.policy_pairs_per_question)]
 
     def task_from_row(self, row: dict, default_id: str) -> Task:
         if "conversation" in row:
@@ -108,6 +138,9 @@ class GenRMJudgeEnvironment(Environment):
 
     def wrong_completion(self, task: Task, others: list[Task]) -> str:
         return '{"score_1": 3}'
+
+    def close(self) -> None:
+        self.math.close()
 
 
 def _as_json(j: Judgement) -> str:
