@@ -124,7 +124,7 @@ def policy_report(model_path: str, options: dict, split: str, samples: int, back
     finally:
         env.close()
     n = len(texts)
-    return {"questions": len(tasks), "accuracy": sum(s.components["correct"] for s in scores) / n,
+    return {"questions": len({t.id for t, _ in texts}), "accuracy": sum(s.components["correct"] for s in scores) / n,
             "true_preference": sum(s.reward for s in scores) / n,
             "long_answers": sum(s.components["short"] == 0.0 for s in scores) / n,
             "answer_chars": sum(s.components["answer_chars"] for s in scores) / n,
