@@ -82,6 +82,14 @@ def base_rewards(n: int, judgements: list[Judgement | None]) -> tuple[list[float
     return [sum(s) / len(s) if s else fallback for s in scores], sum(1 for s in scores if not s)
 
 
+def tied_throughout(judgements: list[Judgement | None]) -> bool:
+    """True when the judge gave equal helpfulness (h1 == h2) in every valid comparison of a
+    group (and there is one): it found no difference, and only the tie rule's rankings
+    (+-0.5 each) would tell the answers apart."""
+    valid = [j for j in judgements if j is not None]
+    return bool(valid) and all(j.score_1 == j.score_2 for j in valid)
+
+
 def verifier_agreement(judgements: list[Judgement | None], base: list[float],
                        verifier: list[float]) -> dict[str, float]:
     """How the judge's circular comparisons of one group (and the ``base``

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from environments.base import Score
-from reward_models.genrm import base_rewards, circular_pairs, length_control, verifier_agreement
+from reward_models.genrm import base_rewards, circular_pairs, length_control, tied_throughout, verifier_agreement
 from reward_models.judge import judge_messages
 from verifiers.text import split_reasoning
 
@@ -76,10 +76,12 @@ class GenRMReward:
 
     ``judge``: anything with ``judge(prompts) -> (judgements, counters)`` (the
     ``Judge`` worker or its actor); ``decode``: token ids to text;
-    ``length``: the ``rlhf.length_control`` config section."""
+    ``length``: the ``rlhf.length_control`` config section; ``tied_groups``:
+    ``rlhf.tied_groups`` ("equal": a group the judge ties throughout gets equal
+    base rewards; "tie_rule": the recipe's tie rule ranks it)."""
 
-    def __init__(self, judge, decode, length):
-        self.judge, self.decode, self.length = judge, decode, length
+    def __init__(self, judge, decode, length, tied_groups: str = "tie_rule"):
+        self.judge, self.decode, self.length, self.tied_groups = judge, decode, length, tied_groups
 
     def __call__(self, groups: list) -> JudgeStats:
         if not groups:
@@ -95,6 +97,8 @@ class GenRMReward:
             n = len(p)
             judged = judgements[start:start + n]
             base, missing = base_rewards(n, judged)
+            if self.tied_groups == "equal" and tied_throughout(judged):
+                base = [sum(base) / n] * n
             against += JudgeStats(**verifier_agreement(judged, base, [s.reward for s in gr.scores]))
             start += n
             unscored += missing

@@ -347,6 +347,11 @@ class LengthControlConfig(_Section):
 class RLHFConfig(_Section):
     judge: JudgeConfig = JudgeConfig()
     length_control: LengthControlConfig = LengthControlConfig()
+    tied_groups: Literal["tie_rule", "equal"] = "tie_rule"
+    """A group whose every comparison the judge scores equally helpful (h1 == h2): tie_rule
+    (the recipe) ranks its answers by the tie rule's +-0.5; equal gives them one base reward,
+    so that the judge's coin flips between equal answers are not trained on (length control
+    still applies). docs/status.md, issue 19, measures both."""
 
 
 class RayConfig(_Section):

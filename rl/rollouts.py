@@ -310,7 +310,7 @@ def open_rollouts(cfg: Config, cluster: Cluster, placement: Placement, model_pat
         spec = EngineSpec(path, jc, cfg.model.dtype, context_length(path, cfg.rollout.max_model_len), cfg.run.seed + 7)
         respawn["judge"] = lambda _: cluster.spawn(Judge, spec, slot=placement.judge)
         stage = GenRMReward(respawn["judge"](0), lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
-                            cfg.rlhf.length_control)
+                            cfg.rlhf.length_control, cfg.rlhf.tied_groups)
     return Rollouts(engines, envs, tokenizer, cfg, specs[0].max_model_len, stage, judged,
                     respawn=respawn, kill=cluster.kill, max_restarts=cfg.ray.max_restarts)
 

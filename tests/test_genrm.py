@@ -330,3 +330,49 @@ def test_trainer_judges_each_group_in_a_circle_and_returns_additive_counters():
         assert abs(sum(s.reward for s in gr.scores) - sum(base)) < 1e-9  # length control is zero-sum
         assert [s.components["verifier"] for s in gr.scores] == [1.0 if "4}" in a else 0.0 for a in answers[groups.index(gr)]]
         assert all(s.components["verifier/format"] == 1.0 for s in gr.scores)
+
+
+def test_groups_the_judge_ties_throughout_get_equal_base_rewards_when_asked():
+    """rlhf.tied_groups: a group whose every valid comparison has h1 == h2 keeps the tie rule's
+    +-0.5 under "tie_rule" (the recipe) and gets one base reward under "equal"; one strict
+    comparison keeps the tie rule."""
+    from environments.base import Score, Task
+    from rl.config import load_config
+    from rl.models import build_tokenizer
+    from rl.rollout import Completion
+    from reward_models.genrm import tied_throughout
+    from reward_models.group_reward import GenRMReward
+    from rl.rollouts import Group
+
+    tie_a, tie_b, strict = Judgement(5, 5, 3), Judgement(5, 5, 4), Judgement(5, 4, 2)
+    assert tied_throughout([tie_a, tie_b, None]) and not tied_throughout([tie_a, strict, tie_b])
+    assert not tied_throughout([None, None, None])
+    tok = build_tokenizer()
+
+    def group():
+        return Group(Task(id="t", env="math", messages=[{"role": "user", "content": "2+2"}], answer="4"), [1],
+                     [Completion(tok.encode("<think>x</think>\\boxed{4}", add_special_tokens=False), [], False)] * 3,
+                     [Score(1.0, {"format": 1.0})] * 3)
+
+    class Judge:
+        def __init__(self, judgements):
+            self.judgements = judgements
+
+        def judge(self, prompts):
+            return self.judgements, {"judge/calls": 3.0, "judge/retries": 0.0, "judge/failures": 0.0}
+
+    cfg = load_config(None, ["rlhf.length_control.enabled=false"])
+    decode = lambda ids: tok.decode(ids, skip_special_tokens=True)  # noqa: E731
+    for mode, judgements, expected in (
+            # pairs (0,1) r=3: 5.5, 4.5; (1,2) r=4: 4.5, 5.5; (2,0) r=3: 5.5, 4.5 -> means 5.0, 4.5, 5.5
+            ("tie_rule", [tie_a, tie_b, tie_a], [5.0, 4.5, 5.5]),
+            ("equal", [tie_a, tie_b, tie_a], [5.0, 5.0, 5.0]),
+            ("equal", [tie_a, strict, tie_a], None)):
+        g = [group()]
+        stats = GenRMReward(Judge(judgements), decode, cfg.rlhf.length_control, mode)(g)
+        base = [s.components["base"] for s in g[0].scores]
+        if expected is None:  # one strict comparison: the tie rule applies
+            expected = base_rewards(3, judgements)[0]
+            assert len(set(expected)) > 1
+        assert base == pytest.approx(expected)
+        assert stats.noise_groups == float(len(set(expected)) > 1)
