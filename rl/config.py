@@ -351,7 +351,8 @@ class RLHFConfig(_Section):
     """A group whose every comparison the judge scores equally helpful (h1 == h2): tie_rule
     (the recipe) ranks its answers by the tie rule's +-0.5; equal gives them one base reward,
     so that the judge's coin flips between equal answers are not trained on (length control
-    still applies). docs/status.md, issue 19, measures both."""
+    still applies). On the synthetic preference task equal lost more accuracy (docs/status.md,
+    issue 19)."""
 
 
 class RayConfig(_Section):
