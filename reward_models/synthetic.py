@@ -101,9 +101,9 @@ def policy_pairs(task, answers: list[tuple[bool, str]], rng: random.Random, per_
     pairs = [(a, b) for a in range(len(quoted)) for b in range(a + 1, len(quoted))
              if quoted[a][2] != quoted[b][2]]
     rng.shuffle(pairs)
-    level = [helpfulness(quoted[a][0], len(quoted[a][2])) != helpfulness(quoted[b][0], len(quoted[b][2]))
-             for a, b in pairs]
-    pairs = [p for p, strict in zip(pairs, level) if strict] + [p for p, strict in zip(pairs, level) if not strict]
+    differ = [helpfulness(quoted[a][0], len(quoted[a][2])) != helpfulness(quoted[b][0], len(quoted[b][2]))
+              for a, b in pairs]
+    pairs = [p for p, d in zip(pairs, differ) if d] + [p for p, d in zip(pairs, differ) if not d]
     return [labelled_row(f"policy-{task.id}-{k}", task, [quoted[a], quoted[b]][::rng.choice([1, -1])], rng)
             for k, (a, b) in enumerate(pairs[:per_task])]
 
