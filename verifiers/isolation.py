@@ -87,7 +87,7 @@ class IsolatedRunner:
     def __init__(self, memory_limit_mb: int | None = 2048, initializer: tuple[Callable, tuple] | None = None,
                  start_timeout: float = 120.0):
         """``start_timeout``: seconds a fresh child may take to start (imports, initializer)
-        before the call that needs it fails as crashed."""
+        before the call that needs it fails with 'start timeout ...'."""
         self._ctx = mp.get_context("spawn")
         self._start_timeout = start_timeout
         self._memory_limit = memory_limit_mb * 2**20 if memory_limit_mb else None
