@@ -137,7 +137,8 @@ def policy_report(model_path: str, options: dict, split: str, samples: int, back
 # KL (kl.coef > 0), and the judge itself (true_reward: GRPO on the
 # environment's own score, no judge: a perfect judge without ties; a judge
 # sampled near-greedily, which also makes its tie rankings cancel in the circle; groups the
-# judge ties throughout given equal base rewards, so the tie rule's noise is not trained on).
+# judge ties throughout given equal base rewards, so the tie rule's noise is not trained on; an
+# error-free judge, rlhf.oracle_judge, through the same comparisons, tie rule and length control).
 AB = {"length_control": ["rlhf.length_control.enabled=true"],
       "no_length_control": ["rlhf.length_control.enabled=false"]}
 DIAGNOSE = {"lc_no_std_normalize": ["rlhf.length_control.enabled=true", "grpo.std_normalize=false"],
@@ -145,7 +146,9 @@ DIAGNOSE = {"lc_no_std_normalize": ["rlhf.length_control.enabled=true", "grpo.st
             "true_reward": ["environments.preference.reward=verifier"],
             "lc_kl": ["rlhf.length_control.enabled=true", "grpo.kl.coef=0.1"],
             "lc_judge_t0.05": ["rlhf.length_control.enabled=true", "rlhf.judge.temperature=0.05"],
-            "lc_tied_equal": ["rlhf.length_control.enabled=true", "rlhf.tied_groups=equal"]}
+            "lc_tied_equal": ["rlhf.length_control.enabled=true", "rlhf.tied_groups=equal"],
+            "lc_oracle_judge": ["rlhf.length_control.enabled=true", "rlhf.oracle_judge=true"],
+            "nolc_oracle_judge": ["rlhf.length_control.enabled=false", "rlhf.oracle_judge=true"]}
 # what the judge did on the policy's own groups, against the environment's truth (reward_models/genrm.py)
 DIAGNOSTICS = ("rlhf/judge_agreement", "rlhf/tie_spread", "rlhf/verifier_tied_frac", "rlhf/noise_groups_frac",
                "train/verifier_reward_mean/preference")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from dataclasses import dataclass
 
 from verifiers.text import answer_part
@@ -43,6 +44,26 @@ def parse_judgement(completion: str, require_think: bool = False) -> Judgement |
     if not (1 <= h1 <= 5 and 1 <= h2 <= 5 and 1 <= r <= 6):
         return None
     return Judgement(h1, h2, r)
+
+
+def ranking_of(h1: int, h2: int, rng: random.Random) -> int:
+    """The ranking a judge that agrees with helpfulness h1, h2 gives: the margin's size sets
+    1-3 (the first better) or 4-6 (the second better); equal answers get 3 or 4 at random."""
+    d = h1 - h2
+    if d == 0:
+        return rng.choice([3, 4])
+    if d > 0:
+        return 1 if d >= 3 else (2 if d == 2 else 3)
+    return 6 if d <= -3 else (5 if d == -2 else 4)
+
+
+def oracle_judgement(reward_1: float, reward_2: float, rng: random.Random) -> Judgement:
+    """What an error-free judge answers for two responses whose environment rewards (in [0, 1])
+    are ``reward_1`` and ``reward_2``: helpfulness 1 + 4 * reward (rounded), the ranking
+    ``ranking_of`` gives. On the synthetic preference task this is the judge's training label
+    (1 wrong, 4 correct and long, 5 correct and short)."""
+    h1, h2 = (min(5, max(1, 1 + round(4 * r))) for r in (reward_1, reward_2))
+    return Judgement(h1, h2, ranking_of(h1, h2, rng))
 
 
 def circular_pairs(n: int) -> list[tuple[int, int]]:

@@ -12,10 +12,12 @@ ground truth is logged next to what the judge gave.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, fields
 
 from environments.base import Score
-from reward_models.genrm import base_rewards, circular_pairs, length_control, tied_throughout, verifier_agreement
+from reward_models.genrm import (base_rewards, circular_pairs, length_control, oracle_judgement, tied_throughout,
+                                 verifier_agreement)
 from reward_models.judge import judge_messages
 from verifiers.text import split_reasoning
 
@@ -75,22 +77,29 @@ class GenRMReward:
     """``stage(groups)`` rescores the groups in place and returns its ``JudgeStats``.
 
     ``judge``: anything with ``judge(prompts) -> (judgements, counters)`` (the
-    ``Judge`` worker or its actor); ``decode``: token ids to text;
+    ``Judge`` worker or its actor), or None for the oracle (``rlhf.oracle_judge``:
+    ``genrm.oracle_judgement`` of the environment's own rewards); ``decode``: token ids to text;
     ``length``: the ``rlhf.length_control`` config section; ``tied_groups``:
     ``rlhf.tied_groups`` ("equal": a group the judge ties throughout gets equal
     base rewards; "tie_rule": the recipe's tie rule ranks it)."""
 
-    def __init__(self, judge, decode, length, tied_groups: str = "tie_rule"):
+    def __init__(self, judge, decode, length, tied_groups: str = "tie_rule", seed: int = 0):
         self.judge, self.decode, self.length, self.tied_groups = judge, decode, length, tied_groups
+        self.rng = random.Random(seed)  # the oracle's rankings of equal answers
 
     def __call__(self, groups: list) -> JudgeStats:
         if not groups:
             return JudgeStats()
         lc = self.length
         parts = [[reasoning_and_answer(self.decode(c.token_ids)) for c in gr.completions] for gr in groups]
-        prompts = [judge_messages(gr.task.messages, p[a][1], p[b][1])
-                   for gr, p in zip(groups, parts) for a, b in circular_pairs(len(p))]
-        judgements, counters = self.judge.judge(prompts)
+        if self.judge is None:
+            judgements = [oracle_judgement(gr.scores[a].reward, gr.scores[b].reward, self.rng)
+                          for gr in groups for a, b in circular_pairs(len(gr.completions))]
+            counters = {"judge/calls": 0.0, "judge/retries": 0.0, "judge/failures": 0.0}
+        else:
+            prompts = [judge_messages(gr.task.messages, p[a][1], p[b][1])
+                       for gr, p in zip(groups, parts) for a, b in circular_pairs(len(p))]
+            judgements, counters = self.judge.judge(prompts)
         unscored, bonuses, start = 0, 0, 0
         against = JudgeStats()
         for gr, p in zip(groups, parts):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import random
 
-from reward_models.genrm import Judgement
+from reward_models.genrm import Judgement, ranking_of
 
 SHORT_ANSWER_CHARS = 16
 """An answer (after the reasoning) of at most this many characters is short."""
@@ -35,19 +35,9 @@ def true_score(correct: bool, length: int, short: int = SHORT_ANSWER_CHARS) -> f
     return (helpfulness(correct, length, short) - 1) / 4
 
 
-def ranking(h1: int, h2: int, rng: random.Random) -> int:
-    """1-3: the first better by decreasing margin; 4-6: the second, by increasing margin."""
-    d = h1 - h2
-    if d == 0:
-        return rng.choice([3, 4])
-    if d > 0:
-        return 1 if d >= 3 else (2 if d == 2 else 3)
-    return 6 if d <= -3 else (5 if d == -2 else 4)
-
-
 def preference(correct_1: bool, len_1: int, correct_2: bool, len_2: int, rng: random.Random) -> Judgement:
     h1, h2 = helpfulness(correct_1, len_1), helpfulness(correct_2, len_2)
-    return Judgement(h1, h2, ranking(h1, h2, rng))
+    return Judgement(h1, h2, ranking_of(h1, h2, rng))
 
 
 def answer_text(value: str, filler: str) -> str:

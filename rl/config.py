@@ -353,6 +353,13 @@ class RLHFConfig(_Section):
     so that the judge's coin flips between equal answers are not trained on (length control
     still applies). On the synthetic preference task equal lost more accuracy (docs/status.md,
     issue 19)."""
+    oracle_judge: bool = False
+    """Diagnostic: no judge model; each comparison is what an error-free judge would answer,
+    made from the two answers' environment rewards (``reward_models.genrm.oracle_judgement``:
+    helpfulness 1 + 4 * reward, the tie rule's coin flip between equal answers). Needs an
+    environment whose verifier reward is the truth the judge stands for (the synthetic
+    preference task); it measures the RLHF pipeline (circular comparison, tie rule, length
+    control) apart from the judge's errors."""
 
 
 class RayConfig(_Section):
@@ -407,7 +414,7 @@ class Config(_Section):
         if not self.environments:
             raise ValueError("environments: at least one environment is needed")
         judged = [n for n, e in self.environments.items() if e.reward == "genrm"]
-        if judged and not self.rlhf.judge.model_path:
+        if judged and not self.rlhf.judge.model_path and not self.rlhf.oracle_judge:
             raise ValueError(f"rlhf.judge.model_path: required, environments {judged} have reward: genrm")
         if self.policy.num_ranks > 1 and not self.ray.enabled:
             raise ValueError(f"policy.num_ranks={self.policy.num_ranks} needs ray.enabled=true "

@@ -269,7 +269,8 @@ class Rollouts:
         return [gr.rewards for gr in groups]
 
     def close(self) -> None:
-        for component in (self.envs, *self.engines, *([self.judge.judge] if self.judge else [])):
+        judge = [self.judge.judge] if self.judge is not None and self.judge.judge is not None else []
+        for component in (self.envs, *self.engines, *judge):
             try:
                 component.close()
             except Exception:  # noqa: BLE001 - best effort at shutdown
@@ -305,12 +306,16 @@ def open_rollouts(cfg: Config, cluster: Cluster, placement: Placement, model_pat
     judged = frozenset(n for n, e in cfg.environments.items() if e.reward == "genrm")
     stage = None
     if judged:
-        jc = cfg.rlhf.judge
-        path = str(check_model_dir(jc.model_path, "rlhf.judge.model_path"))
-        spec = EngineSpec(path, jc, cfg.model.dtype, context_length(path, cfg.rollout.max_model_len), cfg.run.seed + 7)
-        respawn["judge"] = lambda _: cluster.spawn(Judge, spec, slot=placement.judge)
-        stage = GenRMReward(respawn["judge"](0), lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
-                            cfg.rlhf.length_control, cfg.rlhf.tied_groups)
+        judge = None
+        if not cfg.rlhf.oracle_judge:
+            jc = cfg.rlhf.judge
+            path = str(check_model_dir(jc.model_path, "rlhf.judge.model_path"))
+            spec = EngineSpec(path, jc, cfg.model.dtype, context_length(path, cfg.rollout.max_model_len),
+                              cfg.run.seed + 7)
+            respawn["judge"] = lambda _: cluster.spawn(Judge, spec, slot=placement.judge)
+            judge = respawn["judge"](0)
+        stage = GenRMReward(judge, lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
+                            cfg.rlhf.length_control, cfg.rlhf.tied_groups, seed=cfg.run.seed + 7)
     return Rollouts(engines, envs, tokenizer, cfg, specs[0].max_model_len, stage, judged,
                     respawn=respawn, kill=cluster.kill, max_restarts=cfg.ray.max_restarts)
 

@@ -280,7 +280,7 @@ def train(cfg: Config | None = None, resume_dir: str | Path | None = None) -> Pa
     else:
         if cfg.model.path:
             check_model_dir(cfg.model.path)  # fail before making a run folder
-        if any(e.reward == "genrm" for e in cfg.environments.values()):
+        if any(e.reward == "genrm" for e in cfg.environments.values()) and not cfg.rlhf.oracle_judge:
             check_model_dir(cfg.rlhf.judge.model_path, "rlhf.judge.model_path")
         run_dir = new_run_dir(cfg)
         if latest_checkpoint(run_dir) is not None:

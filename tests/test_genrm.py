@@ -376,3 +376,43 @@ def test_groups_the_judge_ties_throughout_get_equal_base_rewards_when_asked():
             assert len(set(expected)) > 1
         assert base == pytest.approx(expected)
         assert stats.noise_groups == float(len(set(expected)) > 1)
+
+
+def test_the_oracle_judge_answers_from_the_environments_rewards_with_the_tie_rules_coin():
+    """rlhf.oracle_judge: helpfulness 1 + 4 * reward (the synthetic task's labels: 1 wrong,
+    4 correct and long, 5 correct and short), the margin's ranking, 3 or 4 between equal
+    answers; no judge model is needed and no judge call is made."""
+    import random
+
+    from environments.base import Score, Task
+    from rl.config import load_config
+    from rl.models import build_tokenizer
+    from rl.rollout import Completion
+    from reward_models.genrm import oracle_judgement
+    from reward_models.group_reward import GenRMReward
+    from reward_models.synthetic import helpfulness
+    from rl.rollouts import Group
+
+    rng = random.Random(0)
+    assert oracle_judgement(1.0, 0.0, rng) == Judgement(5, 1, 1)
+    assert oracle_judgement(0.75, 1.0, rng) == Judgement(4, 5, 4)
+    assert oracle_judgement(0.0, 0.75, rng) == Judgement(1, 4, 6)
+    assert {oracle_judgement(1.0, 1.0, rng).ranking for _ in range(50)} == {3, 4}
+    for correct, length in ((True, 3), (True, 40), (False, 3)):  # the judge's training labels
+        from reward_models.synthetic import true_score
+        assert oracle_judgement(true_score(correct, length), 0.0, rng).score_1 == helpfulness(correct, length)
+
+    cfg = load_config(None, ["environments.preference.reward=genrm", "rlhf.oracle_judge=true",
+                             "rlhf.length_control.enabled=false"])
+    assert cfg.rlhf.judge.model_path is None  # accepted without a judge model
+    with pytest.raises(ValueError, match="rlhf.judge.model_path"):
+        load_config(None, ["environments.preference.reward=genrm"])
+    tok = build_tokenizer()
+    rewards = [1.0, 0.0, 0.75, 0.0]
+    group = Group(Task(id="t", env="preference", messages=[{"role": "user", "content": "2+2"}], answer="4"), [1],
+                  [Completion(tok.encode(f"<think>x</think>\\boxed{{{i}}}", add_special_tokens=False), [], False)
+                   for i in range(4)], [Score(r, {"correct": float(r > 0)}) for r in rewards])
+    stats = GenRMReward(None, lambda ids: tok.decode(ids, skip_special_tokens=True), cfg.rlhf.length_control)([group])
+    # pairs (0,1) 5/1, (1,2) 1/4, (2,3) 4/1, (3,0) 1/5: no ties, so base = helpfulness
+    assert [s.components["base"] for s in group.scores] == [5.0, 1.0, 4.0, 1.0]
+    assert (stats.calls, stats.agreed, stats.compared, stats.noise_groups) == (0.0, 4.0, 4.0, 0.0)
