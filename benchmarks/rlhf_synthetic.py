@@ -148,7 +148,9 @@ DIAGNOSE = {"lc_no_std_normalize": ["rlhf.length_control.enabled=true", "grpo.st
             "lc_judge_t0.05": ["rlhf.length_control.enabled=true", "rlhf.judge.temperature=0.05"],
             "lc_tied_equal": ["rlhf.length_control.enabled=true", "rlhf.tied_groups=equal"],
             "lc_oracle_judge": ["rlhf.length_control.enabled=true", "rlhf.oracle_judge=true"],
-            "nolc_oracle_judge": ["rlhf.length_control.enabled=false", "rlhf.oracle_judge=true"]}
+            "nolc_oracle_judge": ["rlhf.length_control.enabled=false", "rlhf.oracle_judge=true"],
+            "lc_oracle_tied_equal": ["rlhf.length_control.enabled=true", "rlhf.oracle_judge=true",
+                                     "rlhf.tied_groups=equal"]}
 # what the judge did on the policy's own groups, against the environment's truth (reward_models/genrm.py)
 DIAGNOSTICS = ("rlhf/judge_agreement", "rlhf/tie_spread", "rlhf/verifier_tied_frac", "rlhf/noise_groups_frac",
                "train/verifier_reward_mean/preference")
