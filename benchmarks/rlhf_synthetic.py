@@ -138,7 +138,8 @@ def policy_report(model_path: str, options: dict, split: str, samples: int, back
 # environment's own score, no judge: a perfect judge without ties; a judge
 # sampled near-greedily, which also makes its tie rankings cancel in the circle; groups the
 # judge ties throughout given equal base rewards, so the tie rule's noise is not trained on; an
-# error-free judge, rlhf.oracle_judge, through the same comparisons, tie rule and length control).
+# error-free judge, rlhf.oracle_judge, through the same comparisons, tie rule and length control;
+# four judgements of each comparison averaged, rlhf.judge.samples).
 AB = {"length_control": ["rlhf.length_control.enabled=true"],
       "no_length_control": ["rlhf.length_control.enabled=false"]}
 DIAGNOSE = {"lc_no_std_normalize": ["rlhf.length_control.enabled=true", "grpo.std_normalize=false"],
@@ -150,7 +151,8 @@ DIAGNOSE = {"lc_no_std_normalize": ["rlhf.length_control.enabled=true", "grpo.st
             "lc_oracle_judge": ["rlhf.length_control.enabled=true", "rlhf.oracle_judge=true"],
             "nolc_oracle_judge": ["rlhf.length_control.enabled=false", "rlhf.oracle_judge=true"],
             "lc_oracle_tied_equal": ["rlhf.length_control.enabled=true", "rlhf.oracle_judge=true",
-                                     "rlhf.tied_groups=equal"]}
+                                     "rlhf.tied_groups=equal"],
+            "lc_judge_samples4": ["rlhf.length_control.enabled=true", "rlhf.judge.samples=4"]}
 # what the judge did on the policy's own groups, against the environment's truth (reward_models/genrm.py)
 DIAGNOSTICS = ("rlhf/judge_agreement", "rlhf/tie_spread", "rlhf/verifier_tied_frac", "rlhf/noise_groups_frac",
                "train/verifier_reward_mean/preference")
@@ -189,6 +191,10 @@ def main() -> None:
                     "judge's warm-up elsewhere, with environments.genrm.policy_answers=FILE)")
     ap.add_argument("--judge-override", action="append", default=[], metavar="KEY=VALUE",
                     help="more overrides of the judge's config (its warm-up included)")
+    ap.add_argument("--seed", type=int, default=0, help="run.seed of the RLHF runs (their folders get "
+                    "a -seedN suffix when it is not 0)")
+    ap.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                    help="more overrides of every RLHF run (e.g. ray.enabled=false rollout.backend=transformers)")
     args = ap.parse_args()
     out = Path(args.out)
     from rl.config import load_config
@@ -213,11 +219,13 @@ def main() -> None:
     variants = {**AB, **(DIAGNOSE if args.diagnose else {})}
     if args.only:
         variants = {k: variants[k] for k in args.only.split(",")}
-    runs = {name: out / f"rlhf_{name}" for name in variants}
+    suffix = f"-seed{args.seed}" if args.seed else ""
+    runs = {name: out / f"rlhf_{name}{suffix}" for name in variants}
     for name, run in runs.items():
         if not (run / "checkpoints").is_dir():
             rl("train", "configs/rlhf_genrm_tiny.yaml", f"rlhf.judge.model_path={judge_run}", f"run.dir={run}",
-               f"run.steps={args.rlhf_steps}", f"run.checkpoint_every={args.rlhf_steps}", *variants[name])
+               f"run.steps={args.rlhf_steps}", f"run.checkpoint_every={args.rlhf_steps}", f"run.seed={args.seed}",
+               *variants[name], *args.override)
     policies = {"start": str(resolve_model(cfg)), **{name: str(run) for name, run in runs.items()}}
     report = {"judge": {split: judge_agreement(str(judge_run), split, args.judge_pairs, args.backend)
                         for split in ("train", "test")},
@@ -225,7 +233,7 @@ def main() -> None:
     for split in ("train", "test"):
         report[split] = {name: policy_report(path, options, split, args.samples, args.backend)
                          for name, path in policies.items()}
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / f"report{suffix}.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
     for split, title in (("train", "training questions"), ("test", "held-out questions")):
         print(f"\n{title} ({report[split]['start']['questions']} questions x {args.samples} answers)")

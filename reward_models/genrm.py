@@ -73,6 +73,11 @@ def circular_pairs(n: int) -> list[tuple[int, int]]:
     return [(i, (i + 1) % n) for i in range(n)]
 
 
+def circle(n: int, comparisons: int) -> list[tuple[int, int]]:
+    """The pairs of ``comparisons // n`` rounds of the circle, in order."""
+    return circular_pairs(n) * (comparisons // n)
+
+
 def tie_adjusted(j: Judgement) -> tuple[float, float]:
     """Scores after the tie rule: if h1 == h2, h1 += 3.5 - r and h2 += r - 3.5."""
     h1, h2 = float(j.score_1), float(j.score_2)
@@ -82,18 +87,18 @@ def tie_adjusted(j: Judgement) -> tuple[float, float]:
 
 
 def base_rewards(n: int, judgements: list[Judgement | None]) -> tuple[list[float], int]:
-    """Base reward of each response: the mean of its (up to two) adjusted scores.
+    """Base reward of each response: the mean of its adjusted scores (two per round of the circle).
 
-    ``judgements[i]`` is the comparison ``circular_pairs(n)[i]`` or None when it
-    failed (dropped; the response keeps its other score). A response with no
-    score left gets the mean of the others (advantage 0: no signal either
-    way), or 0 when nothing in the group was judged. Returns the rewards and
-    the number of responses left without a score.
+    ``judgements[i]`` is the comparison ``circular_pairs(n)[i % n]`` (one or more rounds
+    of the circle: ``rlhf.judge.samples``) or None when it failed (dropped; the response
+    keeps its other scores). A response with no score left gets the mean of the others
+    (advantage 0: no signal either way), or 0 when nothing in the group was judged.
+    Returns the rewards and the number of responses left without a score.
     """
-    if len(judgements) != n:
-        raise ValueError(f"expected {n} judgements, got {len(judgements)}")
+    if not judgements or len(judgements) % n:
+        raise ValueError(f"expected a multiple of {n} judgements (rounds of the circle), got {len(judgements)}")
     scores: list[list[float]] = [[] for _ in range(n)]
-    for (a, b), j in zip(circular_pairs(n), judgements):
+    for (a, b), j in zip(circle(n, len(judgements)), judgements):
         if j is not None:
             s1, s2 = tie_adjusted(j)
             scores[a].append(s1)
@@ -130,7 +135,7 @@ def verifier_agreement(judgements: list[Judgement | None], base: list[float],
     The keys are ``JudgeStats`` fields: the counts add up over groups.
     """
     out = {"compared": 0.0, "agreed": 0.0, "tied": 0.0, "tie_spread": 0.0}
-    for (a, b), j in zip(circular_pairs(len(verifier)), judgements):
+    for (a, b), j in zip(circle(len(verifier), len(judgements)), judgements):
         if j is None:
             continue
         s1, s2 = tie_adjusted(j)

@@ -16,7 +16,7 @@ import random
 from dataclasses import dataclass, fields
 
 from environments.base import Score
-from reward_models.genrm import (base_rewards, circular_pairs, length_control, oracle_judgement, tied_throughout,
+from reward_models.genrm import (base_rewards, circle, length_control, oracle_judgement, tied_throughout,
                                  verifier_agreement)
 from reward_models.judge import judge_messages
 from verifiers.text import split_reasoning
@@ -83,8 +83,11 @@ class GenRMReward:
     ``rlhf.tied_groups`` ("equal": a group the judge ties throughout gets equal
     base rewards; "tie_rule": the recipe's tie rule ranks it)."""
 
-    def __init__(self, judge, decode, length, tied_groups: str = "tie_rule", seed: int = 0):
+    def __init__(self, judge, decode, length, tied_groups: str = "tie_rule", seed: int = 0, samples: int = 1):
+        """``samples``: rounds of the circle per group (``rlhf.judge.samples``): each comparison
+        judged that many times, each response's base reward the mean of 2 x ``samples`` scores."""
         self.judge, self.decode, self.length, self.tied_groups = judge, decode, length, tied_groups
+        self.samples = samples
         self.rng = random.Random(seed)  # the oracle's rankings of equal answers
 
     def __call__(self, groups: list) -> JudgeStats:
@@ -94,22 +97,22 @@ class GenRMReward:
         parts = [[reasoning_and_answer(self.decode(c.token_ids)) for c in gr.completions] for gr in groups]
         if self.judge is None:
             judgements = [oracle_judgement(gr.scores[a].reward, gr.scores[b].reward, self.rng)
-                          for gr in groups for a, b in circular_pairs(len(gr.completions))]
+                          for gr in groups for a, b in circle(len(gr.completions), self.samples * len(gr.completions))]
             counters = {"judge/calls": 0.0, "judge/retries": 0.0, "judge/failures": 0.0}
         else:
             prompts = [judge_messages(gr.task.messages, p[a][1], p[b][1])
-                       for gr, p in zip(groups, parts) for a, b in circular_pairs(len(p))]
+                       for gr, p in zip(groups, parts) for a, b in circle(len(p), self.samples * len(p))]
             judgements, counters = self.judge.judge(prompts)
         unscored, bonuses, start = 0, 0, 0
         against = JudgeStats()
         for gr, p in zip(groups, parts):
             n = len(p)
-            judged = judgements[start:start + n]
+            judged = judgements[start:start + n * self.samples]
             base, missing = base_rewards(n, judged)
             if self.tied_groups == "equal" and tied_throughout(judged):
                 base = [sum(base) / n] * n
             against += JudgeStats(**verifier_agreement(judged, base, [s.reward for s in gr.scores]))
-            start += n
+            start += n * self.samples
             unscored += missing
             think = [len(r) for r, _ in p]
             answer = [len(a) for _, a in p]

@@ -327,6 +327,11 @@ class JudgeConfig(EngineConfig):
     the policy learned the wrong answers it accepted (docs/status.md, RLHF diagnosis)."""
     retries: int = Field(2, ge=0)
     """Extra judge calls for a comparison whose answer does not parse; then it is dropped."""
+    samples: int = Field(1, ge=1)
+    """Judgements of each comparison (rounds of the circle: samples x N calls for N answers);
+    a response's base reward is the mean of its 2 x samples tie-adjusted scores. 1 is the
+    recipe. Where the judge's errors are independent draws (a sampled judge), the mean errs
+    less often than one judgement (docs/status.md, issue 19)."""
     gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
     """Share of its GPU that the judge's vLLM takes (less than the rollout engines': they share GPUs)."""
 

@@ -315,7 +315,8 @@ def open_rollouts(cfg: Config, cluster: Cluster, placement: Placement, model_pat
             respawn["judge"] = lambda _: cluster.spawn(Judge, spec, slot=placement.judge)
             judge = respawn["judge"](0)
         stage = GenRMReward(judge, lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
-                            cfg.rlhf.length_control, cfg.rlhf.tied_groups, seed=cfg.run.seed + 7)
+                            cfg.rlhf.length_control, cfg.rlhf.tied_groups, seed=cfg.run.seed + 7,
+                            samples=cfg.rlhf.judge.samples)
     return Rollouts(engines, envs, tokenizer, cfg, specs[0].max_model_len, stage, judged,
                     respawn=respawn, kill=cluster.kill, max_restarts=cfg.ray.max_restarts)
 

@@ -416,3 +416,46 @@ def test_the_oracle_judge_answers_from_the_environments_rewards_with_the_tie_rul
     # pairs (0,1) 5/1, (1,2) 1/4, (2,3) 4/1, (3,0) 1/5: no ties, so base = helpfulness
     assert [s.components["base"] for s in group.scores] == [5.0, 1.0, 4.0, 1.0]
     assert (stats.calls, stats.agreed, stats.compared, stats.noise_groups) == (0.0, 4.0, 4.0, 0.0)
+
+
+def test_several_rounds_of_the_circle_average_each_responses_scores():
+    """rlhf.judge.samples=k: k rounds of the circle (kN calls), each response's base reward
+    the mean of its 2k tie-adjusted scores; a failed judgement drops only itself."""
+    from environments.base import Score, Task
+    from rl.config import load_config
+    from rl.models import build_tokenizer
+    from rl.rollout import Completion
+    from reward_models.group_reward import GenRMReward
+    from rl.rollouts import Group
+
+    # n = 3, two rounds: round 1 (0,1) 5/1, (1,2) 1/5, (2,0) 5/5 r=3; round 2 (0,1) 1/5 (an error),
+    # (1,2) None, (2,0) 4/5
+    rounds = [Judgement(5, 1, 1), Judgement(1, 5, 6), Judgement(5, 5, 3),
+              Judgement(1, 5, 6), None, Judgement(4, 5, 4)]
+    base, missing = base_rewards(3, rounds)
+    # answer 0: 5, 4.5 (tie: 5 + 3.5 - 3... second position: 5 + 3 - 3.5), 1, 5 -> (5 + 4.5 + 1 + 5) / 4
+    # answer 1: 1, 1, 5 -> 7 / 3; answer 2: 5, 5.5, 4 -> 14.5 / 3
+    assert base == pytest.approx([15.5 / 4, 7 / 3, 14.5 / 3]) and missing == 0
+    assert base_rewards(3, rounds[:3])[0] == pytest.approx([4.75, 1.0, 5.25])  # one round: the recipe
+    with pytest.raises(ValueError, match="multiple of 3"):
+        base_rewards(3, rounds[:4])
+
+    tok = build_tokenizer()
+    group = Group(Task(id="t", env="math", messages=[{"role": "user", "content": "2+2"}], answer="4"), [1],
+                  [Completion(tok.encode(f"<think>x</think>\\boxed{{{i}}}", add_special_tokens=False), [], False)
+                   for i in range(3)], [Score(r, {}) for r in (1.0, 0.0, 1.0)])
+    seen = []
+
+    class Judge:
+        def judge(self, prompts):
+            seen.extend(p[0]["content"] for p in prompts)
+            return rounds, {"judge/calls": 6.0, "judge/retries": 0.0, "judge/failures": 1.0}
+
+    cfg = load_config(None, ["rlhf.length_control.enabled=false", "rlhf.judge.samples=2"])
+    stats = GenRMReward(Judge(), lambda ids: tok.decode(ids, skip_special_tokens=True), cfg.rlhf.length_control,
+                        samples=cfg.rlhf.judge.samples)([group])
+    assert len(seen) == 6 and seen[:3] == seen[3:]  # the same circle twice
+    assert [s.components["base"] for s in group.scores] == pytest.approx(base)
+    # against the verifier [1, 0, 1]: (0,1) agrees in round 1 and not in round 2, (1,2) agrees in round 1;
+    # (2,0) is a verifier tie twice (spread 1.0 and 1.0)
+    assert (stats.compared, stats.agreed, stats.tied, stats.tie_spread) == (3.0, 2.0, 2.0, 2.0)
