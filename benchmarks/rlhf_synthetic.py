@@ -221,12 +221,13 @@ def main() -> None:
         variants = {k: variants[k] for k in args.only.split(",")}
     suffix = f"-seed{args.seed}" if args.seed else ""
     runs = {name: out / f"rlhf_{name}{suffix}" for name in variants}
+    start = str(resolve_model(cfg))  # every seed starts from the same warm-up (the seed-0 one)
     for name, run in runs.items():
         if not (run / "checkpoints").is_dir():
             rl("train", "configs/rlhf_genrm_tiny.yaml", f"rlhf.judge.model_path={judge_run}", f"run.dir={run}",
-               f"run.steps={args.rlhf_steps}", f"run.checkpoint_every={args.rlhf_steps}", f"run.seed={args.seed}",
-               *variants[name], *args.override)
-    policies = {"start": str(resolve_model(cfg)), **{name: str(run) for name, run in runs.items()}}
+               f"run.steps={args.rlhf_steps}", f"run.checkpoint_every={args.rlhf_steps}", f"model.path={start}",
+               f"run.seed={args.seed}", *variants[name], *args.override)
+    policies = {"start": start, **{name: str(run) for name, run in runs.items()}}
     report = {"judge": {split: judge_agreement(str(judge_run), split, args.judge_pairs, args.backend)
                         for split in ("train", "test")},
               "diagnostics": {name: run_diagnostics(run) for name, run in runs.items()}}
