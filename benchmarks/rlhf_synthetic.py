@@ -112,6 +112,66 @@ def write_policy_answers(policies: list[str], options: dict, samples: int, backe
     print(f"wrote {path}: {len(rows)} questions, {sum(len(r['completions']) for r in rows.values())} answers")
 
 
+def judge_errors(judge_path: str, policy_path: str, options: dict, backend: str, pairs: int = 4,
+                 samples: int = 4) -> dict:
+    """Where the judge misorders a policy's own answers: up to ``pairs`` right-against-wrong
+    pairs of its answers (8 per training task) per question, ``samples`` judgements each.
+    An error whose note quotes a worked result other than the gold ("6 vs 6: right" for
+    5-1) is the judge's own arithmetic gone wrong; ``questions`` gives each question's
+    error rate, worst first."""
+    import re
+    from collections import defaultdict
+
+    from environments.registry import make_environment
+    from reward_models.genrm import parse_judgement, tie_adjusted
+    from reward_models.judge import judge_messages
+    from rl.config import RolloutConfig
+    from rl.models import check_model_dir
+    from rl.rollout import EngineSpec, RolloutWorker, SamplingSettings, prompt_token_ids
+    from transformers import AutoTokenizer
+    from verifiers.text import split_reasoning
+
+    env = make_environment("preference", options)
+    try:
+        by_question = defaultdict(list)
+        for task, text in sample_answers(policy_path, env, "train", 8, backend):
+            by_question[task.messages[0]["content"]].append((task, text, env.score(task, text).components["correct"]))
+    finally:
+        env.close()
+    rng, prompts, meta = random.Random(0), [], []
+    for question, answers in by_question.items():
+        right, wrong = [a for a in answers if a[2]], [a for a in answers if not a[2]]
+        for _ in range(min(pairs, len(right) * len(wrong))):
+            pair = [rng.choice(right), rng.choice(wrong)][::rng.choice([1, -1])]
+            prompts.append(judge_messages(pair[0][0].messages, *(split_reasoning(a[1])[1].strip() for a in pair)))
+            meta.append((question, pair[0][0].answer, bool(pair[0][2])))
+    path = str(check_model_dir(judge_path, "judge"))
+    tok = AutoTokenizer.from_pretrained(path)
+    worker = RolloutWorker(EngineSpec(path, RolloutConfig(backend=backend), seed=5))
+    outputs = worker.generate([prompt_token_ids(tok, p) for p in prompts],
+                              SamplingSettings(n=samples, max_new_tokens=112, temperature=1.0))
+    judged, errors, own_arithmetic, invalid = 0, 0, 0, 0
+    per_question = defaultdict(lambda: [0, 0])
+    for (question, gold, first_right), group in zip(meta, outputs):
+        for completion in group:
+            text = tok.decode(completion.token_ids, skip_special_tokens=True)
+            j = parse_judgement(text)
+            if j is None:
+                invalid += 1
+                continue
+            s1, s2 = tie_adjusted(j)
+            wrong_order = s1 == s2 or (s1 > s2) != first_right
+            judged += 1
+            errors += wrong_order
+            per_question[question][0] += 1
+            per_question[question][1] += wrong_order
+            own_arithmetic += wrong_order and any(g != gold for g in re.findall(r"vs (-?\d+):", text))
+    rates = sorted(((e / n, q) for q, (n, e) in per_question.items() if n), reverse=True)
+    return {"judgements": judged, "invalid": invalid, "errors": errors, "errors_own_arithmetic": own_arithmetic,
+            "questions_with_pairs": len(per_question), "questions_error_rate_ge_half": sum(r >= 0.5 for r, _ in rates),
+            "questions": [[q, round(r, 3)] for r, q in rates[:15]]}
+
+
 def policy_report(model_path: str, options: dict, split: str, samples: int, backend: str) -> dict:
     """Accuracy, true preference score, long-answer fraction and lengths of sampled answers."""
     from environments.registry import make_environment
@@ -193,6 +253,8 @@ def main() -> None:
                     help="more overrides of the judge's config (its warm-up included)")
     ap.add_argument("--seed", type=int, default=0, help="run.seed of the RLHF runs (their folders get "
                     "a -seedN suffix when it is not 0)")
+    ap.add_argument("--judge-errors", metavar="POLICY", help="only report where the judge (--out's) misorders "
+                    "this policy's (a run or model folder) right and wrong answers, and stop")
     ap.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                     help="more overrides of every RLHF run (e.g. ray.enabled=false rollout.backend=transformers)")
     args = ap.parse_args()
@@ -212,6 +274,11 @@ def main() -> None:
     if args.answers_only:
         return
     judge_run = out / "judge"
+    if args.judge_errors:
+        found = judge_errors(str(judge_run), args.judge_errors, options, args.backend)
+        (out / "judge_errors.json").write_text(json.dumps({"policy": args.judge_errors, **found}, indent=2))
+        print(json.dumps(found))
+        return
     if not (judge_run / "checkpoints").is_dir():
         rl("train", "configs/genrm_judge_tiny.yaml", f"run.dir={judge_run}", f"run.steps={args.judge_steps}",
            f"run.checkpoint_every={args.judge_steps}", *judge_overrides,
