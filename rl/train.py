@@ -81,8 +81,8 @@ class Trainer:
         if stale:
             log.info("removed %d stale shared-memory segments of earlier runs", len(stale))
         self.cluster = Cluster(cfg.ray)
-        judged = any(e.reward == "genrm" for e in cfg.environments.values())
-        placement = self.cluster.place(cfg.ray.placement, cfg.policy.num_ranks, cfg.rollout.num_workers, judged)
+        needs_judge = any(e.reward == "genrm" for e in cfg.environments.values()) and not cfg.rlhf.oracle_judge
+        placement = self.cluster.place(cfg.ray.placement, cfg.policy.num_ranks, cfg.rollout.num_workers, needs_judge)
         log.info("placement: %s", placement.mode)
         self.rollouts = open_rollouts(cfg, self.cluster, placement, self.model_path, self.tokenizer,
                                       weights=policy_path, seed=cfg.run.seed + 1000 * self.start_step)

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
 from reward_models.genrm import (Judgement, base_rewards, circular_pairs, judge_reward, length_control,
                                  parse_judgement, percentile, swapped, tie_adjusted)
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("n", [2, 3, 4, 8, 16])
@@ -459,3 +462,30 @@ def test_several_rounds_of_the_circle_average_each_responses_scores():
     # against the verifier [1, 0, 1]: (0,1) agrees in round 1 and not in round 2, (1,2) agrees in round 1;
     # (2,0) is a verifier tie twice (spread 1.0 and 1.0)
     assert (stats.compared, stats.agreed, stats.tied, stats.tie_spread) == (3.0, 2.0, 2.0, 2.0)
+
+
+def test_rollouts_with_the_oracle_judge_need_no_judge_model(tiny_model):
+    """rlhf.oracle_judge through the real rollout path (configs/rlhf_genrm_tiny.yaml, whose
+    judge folder does not exist here): no judge worker is started, and each answer's base
+    reward is its helpfulness 1 + 4 * (environment's score), moved by at most 0.5 by the tie
+    rule's coin flips."""
+    from environments.registry import make_environment
+    from rl.config import load_config
+    from rl.rollouts import local_rollouts
+
+    cfg = load_config(ROOT / "configs" / "rlhf_genrm_tiny.yaml",
+                      ["rlhf.oracle_judge=true", "rlhf.length_control.enabled=false", "rollout.backend=transformers",
+                       "rollout.max_new_tokens=24", "rlhf.judge.model_path=/nonexistent/judge"])
+    env = make_environment("preference", cfg.environments["preference"].options)
+    tasks = env.tasks("train")[:3]
+    env.close()
+    rollouts = local_rollouts(cfg, str(tiny_model))
+    try:
+        assert rollouts.judge is not None and rollouts.judge.judge is None and "judge" not in rollouts.respawn
+        groups, stats = rollouts.groups(tasks, 4)
+    finally:
+        rollouts.close()
+    assert stats.judge.calls == 0 and stats.judge.groups == 3 and stats.judge.agreed == stats.judge.compared
+    for gr in groups:
+        for s in gr.scores:
+            assert abs(s.components["base"] - (1 + round(4 * s.components["verifier"]))) <= 0.5
