@@ -73,9 +73,9 @@ def circular_pairs(n: int) -> list[tuple[int, int]]:
     return [(i, (i + 1) % n) for i in range(n)]
 
 
-def circle(n: int, comparisons: int) -> list[tuple[int, int]]:
-    """The pairs of ``comparisons // n`` rounds of the circle, in order."""
-    return circular_pairs(n) * (comparisons // n)
+def circle(n: int, rounds: int = 1) -> list[tuple[int, int]]:
+    """The pairs of ``rounds`` rounds of the circle, one after the other."""
+    return circular_pairs(n) * rounds
 
 
 def tie_adjusted(j: Judgement) -> tuple[float, float]:
@@ -98,7 +98,7 @@ def base_rewards(n: int, judgements: list[Judgement | None]) -> tuple[list[float
     if not judgements or len(judgements) % n:
         raise ValueError(f"expected a multiple of {n} judgements (rounds of the circle), got {len(judgements)}")
     scores: list[list[float]] = [[] for _ in range(n)]
-    for (a, b), j in zip(circle(n, len(judgements)), judgements):
+    for (a, b), j in zip(circle(n, len(judgements) // n), judgements):
         if j is not None:
             s1, s2 = tie_adjusted(j)
             scores[a].append(s1)
@@ -135,7 +135,7 @@ def verifier_agreement(judgements: list[Judgement | None], base: list[float],
     The keys are ``JudgeStats`` fields: the counts add up over groups.
     """
     out = {"compared": 0.0, "agreed": 0.0, "tied": 0.0, "tie_spread": 0.0}
-    for (a, b), j in zip(circle(len(verifier), len(judgements)), judgements):
+    for (a, b), j in zip(circle(len(verifier), len(judgements) // len(verifier)), judgements):
         if j is None:
             continue
         s1, s2 = tie_adjusted(j)

@@ -97,11 +97,11 @@ class GenRMReward:
         parts = [[reasoning_and_answer(self.decode(c.token_ids)) for c in gr.completions] for gr in groups]
         if self.judge is None:
             judgements = [oracle_judgement(gr.scores[a].reward, gr.scores[b].reward, self.rng)
-                          for gr in groups for a, b in circle(len(gr.completions), self.samples * len(gr.completions))]
+                          for gr in groups for a, b in circle(len(gr.completions), self.samples)]
             counters = {"judge/calls": 0.0, "judge/retries": 0.0, "judge/failures": 0.0}
         else:
             prompts = [judge_messages(gr.task.messages, p[a][1], p[b][1])
-                       for gr, p in zip(groups, parts) for a, b in circle(len(p), self.samples * len(p))]
+                       for gr, p in zip(groups, parts) for a, b in circle(len(p), self.samples)]
             judgements, counters = self.judge.judge(prompts)
         unscored, bonuses, start = 0, 0, 0
         against = JudgeStats()
