@@ -193,8 +193,9 @@ def policy_report(model_path: str, options: dict, split: str, samples: int, back
 
 # The A/B of the shipped config, and (--diagnose) the runs that tell the
 # candidate causes of an accuracy loss apart: the tie rule's noise on equal
-# answers as std normalisation scales it (std_normalize=false), drift with no
-# KL (kl.coef > 0), and the judge itself (true_reward: GRPO on the
+# answers as std normalisation scales it (std_normalize=false), drift with and
+# without KL (the config has kl.coef 0.1 since session 10: runs before it
+# reproduce with --override grpo.kl.coef=0.0), and the judge itself (true_reward: GRPO on the
 # environment's own score, no judge: a perfect judge without ties; a judge
 # sampled near-greedily, which also makes its tie rankings cancel in the circle; groups the
 # judge ties throughout given equal base rewards, so the tie rule's noise is not trained on; an
@@ -205,7 +206,8 @@ AB = {"length_control": ["rlhf.length_control.enabled=true"],
 DIAGNOSE = {"lc_no_std_normalize": ["rlhf.length_control.enabled=true", "grpo.std_normalize=false"],
             "nolc_no_std_normalize": ["rlhf.length_control.enabled=false", "grpo.std_normalize=false"],
             "true_reward": ["environments.preference.reward=verifier"],
-            "lc_kl": ["rlhf.length_control.enabled=true", "grpo.kl.coef=0.1"],
+            "lc_kl": ["rlhf.length_control.enabled=true", "grpo.kl.coef=0.1"],  # the config's own since session 10
+            "lc_no_kl": ["rlhf.length_control.enabled=true", "grpo.kl.coef=0.0"],
             "lc_judge_t0.05": ["rlhf.length_control.enabled=true", "rlhf.judge.temperature=0.05"],
             "lc_tied_equal": ["rlhf.length_control.enabled=true", "rlhf.tied_groups=equal"],
             "lc_oracle_judge": ["rlhf.length_control.enabled=true", "rlhf.oracle_judge=true"],
