@@ -330,8 +330,9 @@ class JudgeConfig(EngineConfig):
     samples: int = Field(1, ge=1)
     """Judgements of each comparison (rounds of the circle: samples x N calls for N answers);
     a response's base reward is the mean of its 2 x samples tie-adjusted scores. 1 is the
-    recipe. Where the judge's errors are independent draws (a sampled judge), the mean errs
-    less often than one judgement (docs/status.md, issue 19)."""
+    recipe. The mean helps only where the judge's errors are independent draws: on the
+    synthetic preference task 4 did not keep more accuracy, the tiny judge's errors there
+    being the same each time (docs/status.md, issue 19)."""
     gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
     """Share of its GPU that the judge's vLLM takes (less than the rollout engines': they share GPUs)."""
 
