@@ -14,7 +14,9 @@ correct answers the shorter wins; environments/preference scores it).
     python benchmarks/rlhf_synthetic.py --out runs/rlhf-synthetic [--judge-model DIR] [--rlhf-steps 60]
 
 A judge trained on made-up answers alone misorders some of the policy's own
-answers, and the policy learns those mistakes (docs/status.md). With
+answers, and the policy learns those mistakes (docs/status.md);
+``--judge-errors RUN`` shows where the judge (``--out``'s) misorders a policy's
+right and wrong answers, and whether its own worked result was the wrong one. With
 ``--policy-answers FILE`` the judge also trains on pairs of the policy's own
 answers (``environments.genrm.policy_answers``); if FILE does not exist it is
 written first, ``--answer-samples`` answers per training question from each
@@ -212,8 +214,6 @@ DIAGNOSE = {"lc_no_std_normalize": ["rlhf.length_control.enabled=true", "grpo.st
             "lc_tied_equal": ["rlhf.length_control.enabled=true", "rlhf.tied_groups=equal"],
             "lc_oracle_judge": ["rlhf.length_control.enabled=true", "rlhf.oracle_judge=true"],
             "nolc_oracle_judge": ["rlhf.length_control.enabled=false", "rlhf.oracle_judge=true"],
-            "lc_oracle_tied_equal": ["rlhf.length_control.enabled=true", "rlhf.oracle_judge=true",
-                                     "rlhf.tied_groups=equal"],
             "lc_judge_samples4": ["rlhf.length_control.enabled=true", "rlhf.judge.samples=4"]}
 # what the judge did on the policy's own groups, against the environment's truth (reward_models/genrm.py)
 DIAGNOSTICS = ("rlhf/judge_agreement", "rlhf/tie_spread", "rlhf/verifier_tied_frac", "rlhf/noise_groups_frac",
