@@ -120,7 +120,8 @@ def judge_errors(judge_path: str, policy_path: str, options: dict, backend: str,
     pairs of its answers (8 per training task) per question, ``samples`` judgements each.
     An error whose note quotes a worked result other than the gold ("6 vs 6: right" for
     5-1) is the judge's own arithmetic gone wrong; ``questions`` gives each question's
-    error rate, worst first."""
+    error rate, worst first; ``worked_result_right`` the share of judgements whose every
+    note quotes the gold as the worked result."""
     import re
     from collections import defaultdict
 
@@ -152,7 +153,7 @@ def judge_errors(judge_path: str, policy_path: str, options: dict, backend: str,
     worker = RolloutWorker(EngineSpec(path, RolloutConfig(backend=backend), seed=5))
     outputs = worker.generate([prompt_token_ids(tok, p) for p in prompts],
                               SamplingSettings(n=samples, max_new_tokens=112, temperature=1.0))
-    judged, errors, own_arithmetic, invalid = 0, 0, 0, 0
+    judged, errors, own_arithmetic, invalid, worked_right = 0, 0, 0, 0, 0
     per_question = defaultdict(lambda: [0, 0])
     for (question, gold, first_right), group in zip(meta, outputs):
         for completion in group:
@@ -167,9 +168,12 @@ def judge_errors(judge_path: str, policy_path: str, options: dict, backend: str,
             errors += wrong_order
             per_question[question][0] += 1
             per_question[question][1] += wrong_order
-            own_arithmetic += wrong_order and any(g != gold for g in re.findall(r"vs (-?\d+):", text))
+            worked = re.findall(r"vs (-?\d+):", text)
+            worked_right += bool(worked) and all(g == gold for g in worked)
+            own_arithmetic += wrong_order and any(g != gold for g in worked)
     rates = sorted(((e / n, q) for q, (n, e) in per_question.items() if n), reverse=True)
     return {"judgements": judged, "invalid": invalid, "errors": errors, "errors_own_arithmetic": own_arithmetic,
+            "worked_result_right": worked_right / max(judged, 1),
             "questions_with_pairs": len(per_question), "questions_error_rate_ge_half": sum(r >= 0.5 for r, _ in rates),
             "questions": [[q, round(r, 3)] for r, q in rates[:15]]}
 
@@ -256,7 +260,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="run.seed of the RLHF runs (their folders get "
                     "a -seedN suffix when it is not 0)")
     ap.add_argument("--judge-errors", metavar="POLICY", help="only report where the judge (--out's) misorders "
-                    "this policy's (a run or model folder) right and wrong answers, and stop")
+                    "this policy's (start, or a run or model folder) right and wrong answers, and stop")
     ap.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                     help="more overrides of every RLHF run (e.g. ray.enabled=false rollout.backend=transformers)")
     args = ap.parse_args()
@@ -277,8 +281,10 @@ def main() -> None:
         return
     judge_run = out / "judge"
     if args.judge_errors:
-        found = judge_errors(str(judge_run), args.judge_errors, options, args.backend)
-        (out / "judge_errors.json").write_text(json.dumps({"policy": args.judge_errors, **found}, indent=2))
+        policy = str(resolve_model(cfg)) if args.judge_errors == "start" else args.judge_errors
+        found = judge_errors(str(judge_run), policy, options, args.backend)
+        name = "start" if args.judge_errors == "start" else Path(args.judge_errors).name
+        (out / f"judge_errors-{name}.json").write_text(json.dumps({"policy": args.judge_errors, **found}, indent=2))
         print(json.dumps(found))
         return
     if not (judge_run / "checkpoints").is_dir():
