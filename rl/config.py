@@ -415,12 +415,17 @@ class Config(_Section):
     ray: RayConfig = RayConfig()
     wandb: WandbConfig = WandbConfig()
 
+    @property
+    def needs_judge_model(self) -> bool:
+        """An environment has ``reward: genrm`` and the judge is a model (not ``rlhf.oracle_judge``)."""
+        return not self.rlhf.oracle_judge and any(e.reward == "genrm" for e in self.environments.values())
+
     @model_validator(mode="after")
     def _check(self) -> Config:
         if not self.environments:
             raise ValueError("environments: at least one environment is needed")
-        judged = [n for n, e in self.environments.items() if e.reward == "genrm"]
-        if judged and not self.rlhf.judge.model_path and not self.rlhf.oracle_judge:
+        if self.needs_judge_model and not self.rlhf.judge.model_path:
+            judged = [n for n, e in self.environments.items() if e.reward == "genrm"]
             raise ValueError(f"rlhf.judge.model_path: required, environments {judged} have reward: genrm")
         if self.policy.num_ranks > 1 and not self.ray.enabled:
             raise ValueError(f"policy.num_ranks={self.policy.num_ranks} needs ray.enabled=true "

@@ -306,8 +306,8 @@ def open_rollouts(cfg: Config, cluster: Cluster, placement: Placement, model_pat
     judged = frozenset(n for n, e in cfg.environments.items() if e.reward == "genrm")
     stage = None
     if judged:
-        judge = None
-        if not cfg.rlhf.oracle_judge:
+        judge = None  # rlhf.oracle_judge
+        if cfg.needs_judge_model:
             jc = cfg.rlhf.judge
             path = str(check_model_dir(jc.model_path, "rlhf.judge.model_path"))
             spec = EngineSpec(path, jc, cfg.model.dtype, context_length(path, cfg.rollout.max_model_len),

@@ -81,8 +81,8 @@ class Trainer:
         if stale:
             log.info("removed %d stale shared-memory segments of earlier runs", len(stale))
         self.cluster = Cluster(cfg.ray)
-        needs_judge = any(e.reward == "genrm" for e in cfg.environments.values()) and not cfg.rlhf.oracle_judge
-        placement = self.cluster.place(cfg.ray.placement, cfg.policy.num_ranks, cfg.rollout.num_workers, needs_judge)
+        placement = self.cluster.place(cfg.ray.placement, cfg.policy.num_ranks, cfg.rollout.num_workers,
+                                       cfg.needs_judge_model)
         log.info("placement: %s", placement.mode)
         self.rollouts = open_rollouts(cfg, self.cluster, placement, self.model_path, self.tokenizer,
                                       weights=policy_path, seed=cfg.run.seed + 1000 * self.start_step)
@@ -280,7 +280,7 @@ def train(cfg: Config | None = None, resume_dir: str | Path | None = None) -> Pa
     else:
         if cfg.model.path:
             check_model_dir(cfg.model.path)  # fail before making a run folder
-        if any(e.reward == "genrm" for e in cfg.environments.values()) and not cfg.rlhf.oracle_judge:
+        if cfg.needs_judge_model:
             check_model_dir(cfg.rlhf.judge.model_path, "rlhf.judge.model_path")
         run_dir = new_run_dir(cfg)
         if latest_checkpoint(run_dir) is not None:
