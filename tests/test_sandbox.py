@@ -193,5 +193,10 @@ def test_docker_backend(docker_image):
     assert sb.run_one("x = 1", Case("t", "assert x == 1"), LIMITS).status == "passed"
     assert sb.run_one("x = 1", Case("t", "assert x == 2"), LIMITS).status == "failed"
     assert sb.run_one("x = 1", Case("t", "while True: pass"), LIMITS).status == "timeout"
+    # the CPU limit alone (the wall clock far off): SIGXCPU reaches the program, which is not PID 1
+    cpu_bound = Limits(wall_s=20.0, cpu_s=1, memory_mb=256, max_processes=16, file_size_mb=4, output_bytes=1024)
+    raw = sb.run_script("while True: pass", cpu_bound)
+    assert (raw.code, raw.timed_out) == (128 + 24, False) and raw.seconds < 10, raw
+    assert sb.run_one("x = 1", Case("t", "while True: pass"), cpu_bound).status == "timeout"
     assert sb.run_one("x = 1", Case("t", "import socket; socket.create_connection(('1.1.1.1', 80), timeout=1)"),
                       LIMITS).status == "failed"

@@ -438,6 +438,10 @@ class DockerSandbox(Sandbox):
             nano_cpus=int(self.cpus * 1e9), pids_limit=limits.max_processes, user="65534:65534",
             tmpfs={"/sandbox": f"size={limits.file_size_mb}m", "/tmp": f"size={limits.file_size_mb}m"},
             working_dir="/sandbox", environment={}, cap_drop=["ALL"], security_opt=["no-new-privileges"],
+            # docker-init as PID 1: the kernel drops default-action signals sent to a namespace's init, so
+            # Python as PID 1 ignored its SIGXCPU and died by the hard limit's SIGKILL ("crashed", not
+            # "timeout"); under docker-init it gets SIGXCPU like any process and tini reports 128 + 24
+            init=True,
             ulimits=[docker.types.Ulimit(name="cpu", soft=limits.cpu_s, hard=limits.cpu_s + 1)],  # SIGXCPU first
             # a flood of output costs the host at most this much disk, and reading it back stays fast
             log_config=docker.types.LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}))
