@@ -214,6 +214,7 @@ DIAGNOSE = {"lc_no_std_normalize": ["rlhf.length_control.enabled=true", "grpo.st
             "true_reward": ["environments.preference.reward=verifier"],
             "lc_kl": ["rlhf.length_control.enabled=true", "grpo.kl.coef=0.1"],  # the config's own since session 10
             "lc_no_kl": ["rlhf.length_control.enabled=true", "grpo.kl.coef=0.0"],
+            "lc_kl0.3": ["rlhf.length_control.enabled=true", "grpo.kl.coef=0.3"],  # a stronger pull to the start
             "lc_judge_t0.05": ["rlhf.length_control.enabled=true", "rlhf.judge.temperature=0.05"],
             "lc_tied_equal": ["rlhf.length_control.enabled=true", "rlhf.tied_groups=equal"],
             "lc_oracle_judge": ["rlhf.length_control.enabled=true", "rlhf.oracle_judge=true"],
