@@ -215,6 +215,7 @@ DIAGNOSE = {"lc_no_std_normalize": ["rlhf.length_control.enabled=true", "grpo.st
             "lc_kl": ["rlhf.length_control.enabled=true", "grpo.kl.coef=0.1"],  # the config's own since session 10
             "lc_no_kl": ["rlhf.length_control.enabled=true", "grpo.kl.coef=0.0"],
             "lc_kl0.3": ["rlhf.length_control.enabled=true", "grpo.kl.coef=0.3"],  # a stronger pull to the start
+            "lc_lr5e-5": ["rlhf.length_control.enabled=true", "grpo.lr=5e-5"],  # half the config's step size
             "lc_judge_t0.05": ["rlhf.length_control.enabled=true", "rlhf.judge.temperature=0.05"],
             "lc_tied_equal": ["rlhf.length_control.enabled=true", "rlhf.tied_groups=equal"],
             "lc_oracle_judge": ["rlhf.length_control.enabled=true", "rlhf.oracle_judge=true"],
