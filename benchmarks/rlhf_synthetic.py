@@ -201,7 +201,8 @@ def policy_report(model_path: str, options: dict, split: str, samples: int, back
 # candidate causes of an accuracy loss apart: the tie rule's noise on equal
 # answers as std normalisation scales it (std_normalize=false), drift with and
 # without KL (the config has kl.coef 0.1 since session 10: runs before it
-# reproduce with --override grpo.kl.coef=0.0), and the judge itself (true_reward: GRPO on the
+# reproduce with --override grpo.kl.coef=0.0), a stronger KL (0.3) and half the learning rate (slower
+# drift towards the answers the judge misjudges), and the judge itself (true_reward: GRPO on the
 # environment's own score, no judge: a perfect judge without ties; a judge
 # sampled near-greedily, which also makes its tie rankings cancel in the circle; groups the
 # judge ties throughout given equal base rewards, so the tie rule's noise is not trained on; an
