@@ -201,8 +201,7 @@ def policy_report(model_path: str, options: dict, split: str, samples: int, back
 # candidate causes of an accuracy loss apart: the tie rule's noise on equal
 # answers as std normalisation scales it (std_normalize=false), drift with and
 # without KL (the config has kl.coef 0.1 since session 10: runs before it
-# reproduce with --override grpo.kl.coef=0.0), a stronger KL (0.3) and half the learning rate (slower
-# drift towards the answers the judge misjudges), and the judge itself (true_reward: GRPO on the
+# reproduce with --override grpo.kl.coef=0.0) and a stronger KL (0.3), and the judge itself (true_reward: GRPO on the
 # environment's own score, no judge: a perfect judge without ties; a judge
 # sampled near-greedily, which also makes its tie rankings cancel in the circle; groups the
 # judge ties throughout given equal base rewards, so the tie rule's noise is not trained on; an
@@ -216,7 +215,6 @@ DIAGNOSE = {"lc_no_std_normalize": ["rlhf.length_control.enabled=true", "grpo.st
             "lc_kl": ["rlhf.length_control.enabled=true", "grpo.kl.coef=0.1"],  # the config's own since session 10
             "lc_no_kl": ["rlhf.length_control.enabled=true", "grpo.kl.coef=0.0"],
             "lc_kl0.3": ["rlhf.length_control.enabled=true", "grpo.kl.coef=0.3"],  # a stronger pull to the start
-            "lc_lr5e-5": ["rlhf.length_control.enabled=true", "grpo.lr=5e-5"],  # half the config's step size
             "lc_judge_t0.05": ["rlhf.length_control.enabled=true", "rlhf.judge.temperature=0.05"],
             "lc_tied_equal": ["rlhf.length_control.enabled=true", "rlhf.tied_groups=equal"],
             "lc_oracle_judge": ["rlhf.length_control.enabled=true", "rlhf.oracle_judge=true"],
