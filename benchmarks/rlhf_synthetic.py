@@ -121,7 +121,8 @@ def judge_errors(judge_path: str, policy_path: str, options: dict, backend: str,
     An error whose note quotes a worked result other than the gold ("6 vs 6: right" for
     5-1) is the judge's own arithmetic gone wrong; ``questions`` gives each question's
     error rate, worst first; ``worked_result_right`` the share of judgements whose every
-    note quotes the gold as the worked result."""
+    note quotes the gold as the worked result; ``accuracy`` the policy's share of right
+    answers per question (compare two policies' files to see where accuracy was lost)."""
     import re
     from collections import defaultdict
 
@@ -175,7 +176,8 @@ def judge_errors(judge_path: str, policy_path: str, options: dict, backend: str,
     return {"judgements": judged, "invalid": invalid, "errors": errors, "errors_own_arithmetic": own_arithmetic,
             "worked_result_right": worked_right / max(judged, 1),
             "questions_with_pairs": len(per_question), "questions_error_rate_ge_half": sum(r >= 0.5 for r, _ in rates),
-            "questions": [[q, round(r, 3)] for r, q in rates[:15]]}
+            "questions": [[q, round(r, 3)] for r, q in rates[:15]],
+            "accuracy": {q: round(sum(a[2] for a in answers) / len(answers), 3) for q, answers in by_question.items()}}
 
 
 def policy_report(model_path: str, options: dict, split: str, samples: int, backend: str) -> dict:
