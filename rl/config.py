@@ -416,17 +416,22 @@ class Config(_Section):
     wandb: WandbConfig = WandbConfig()
 
     @property
+    def judged_environments(self) -> tuple[str, ...]:
+        """The environments with ``reward: genrm``, in config order."""
+        return tuple(n for n, e in self.environments.items() if e.reward == "genrm")
+
+    @property
     def needs_judge_model(self) -> bool:
         """An environment has ``reward: genrm`` and the judge is a model (not ``rlhf.oracle_judge``)."""
-        return not self.rlhf.oracle_judge and any(e.reward == "genrm" for e in self.environments.values())
+        return not self.rlhf.oracle_judge and bool(self.judged_environments)
 
     @model_validator(mode="after")
     def _check(self) -> Config:
         if not self.environments:
             raise ValueError("environments: at least one environment is needed")
         if self.needs_judge_model and not self.rlhf.judge.model_path:
-            judged = [n for n, e in self.environments.items() if e.reward == "genrm"]
-            raise ValueError(f"rlhf.judge.model_path: required, environments {judged} have reward: genrm")
+            raise ValueError(f"rlhf.judge.model_path: required, environments {list(self.judged_environments)} "
+                             "have reward: genrm")
         if self.policy.num_ranks > 1 and not self.ray.enabled:
             raise ValueError(f"policy.num_ranks={self.policy.num_ranks} needs ray.enabled=true "
                              "(one actor per rank); in-process runs have one rank")

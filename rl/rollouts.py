@@ -303,7 +303,7 @@ def open_rollouts(cfg: Config, cluster: Cluster, placement: Placement, model_pat
     }
     engines = [respawn["rollout"](i) for i in range(len(specs))]
     envs = respawn["environments"](0)
-    judged = frozenset(n for n, e in cfg.environments.items() if e.reward == "genrm")
+    judged = frozenset(cfg.judged_environments)
     stage = None
     if judged:
         judge = None  # rlhf.oracle_judge
