@@ -284,9 +284,10 @@ def main() -> None:
         return
     judge_run = out / "judge"
     if args.judge_errors:
-        policy = str(resolve_model(cfg)) if args.judge_errors == "start" else args.judge_errors
+        from_start = args.judge_errors == "start"
+        policy = str(resolve_model(cfg)) if from_start else args.judge_errors
         found = judge_errors(str(judge_run), policy, options, args.backend)
-        name = "start" if args.judge_errors == "start" else Path(args.judge_errors).name
+        name = "start" if from_start else Path(args.judge_errors).name
         (out / f"judge_errors-{name}.json").write_text(json.dumps({"policy": args.judge_errors, **found}, indent=2))
         print(json.dumps(found))
         return
