@@ -11,7 +11,7 @@ correct answers the shorter wins; environments/preference scores it).
 3. Print, for the start and both finals: accuracy, the true preference score,
    the fraction of long answers and mean answer / reasoning lengths.
 
-    python benchmarks/rlhf_synthetic.py --out runs/rlhf-synthetic [--judge-model DIR] [--rlhf-steps 60]
+    python benchmarks/rlhf_synthetic.py --out runs/rlhf-synthetic [--judge-model DIR] [--rlhf-steps N]
 
 A judge trained on made-up answers alone misorders some of the policy's own
 answers, and the policy learns those mistakes (docs/status.md);
@@ -244,7 +244,8 @@ def main() -> None:
     ap.add_argument("--out", default="runs/rlhf-synthetic")
     ap.add_argument("--judge-model", help="the judge's warm-up, made elsewhere (default: the config's own SFT)")
     ap.add_argument("--judge-steps", type=int, default=20, help="GRPO steps of the judge (after its SFT)")
-    ap.add_argument("--rlhf-steps", type=int, default=60)
+    ap.add_argument("--rlhf-steps", type=int, default=None,
+                    help="GRPO steps of each RLHF run (default: the config's run.steps)")
     ap.add_argument("--judge-pairs", type=int, default=400)
     ap.add_argument("--samples", type=int, default=8, help="answers per question in the policy reports")
     ap.add_argument("--backend", default="vllm")
@@ -273,6 +274,7 @@ def main() -> None:
 
     cfg = load_config(ROOT / "configs" / "rlhf_genrm_tiny.yaml")
     options = cfg.environments["preference"].options
+    steps = args.rlhf_steps or cfg.run.steps
     judge_overrides = list(args.judge_override)
     if args.policy_answers:
         answers = Path(args.policy_answers)
@@ -304,7 +306,7 @@ def main() -> None:
     for name, run in runs.items():
         if not (run / "checkpoints").is_dir():
             rl("train", "configs/rlhf_genrm_tiny.yaml", f"rlhf.judge.model_path={judge_run}", f"run.dir={run}",
-               f"run.steps={args.rlhf_steps}", f"run.checkpoint_every={args.rlhf_steps}", f"model.path={start}",
+               f"run.steps={steps}", f"run.checkpoint_every={steps}", f"model.path={start}",
                f"run.seed={args.seed}", *variants[name], *args.override)
     policies = {"start": start, **{name: str(run) for name, run in runs.items()}}
     report = {"judge": {split: judge_agreement(str(judge_run), split, args.judge_pairs, args.backend)
