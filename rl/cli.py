@@ -84,7 +84,11 @@ def cmd_eval(args) -> int:
                                  ("backend", args.backend)) if v is not None}
     cfg = cfg.model_copy(update={"rollout": cfg.rollout.model_copy(update=rollout)})
     # a model folder, a checkpoint or a run folder (its latest checkpoint): check_model_dir resolves it
-    result = evaluate(cfg, args.checkpoint, split=args.split, samples=args.samples, limit=args.limit, seed=args.seed)
+    result = evaluate(cfg, args.checkpoint, split=args.split, samples=args.samples, limit=args.limit, seed=args.seed,
+                      per_task=args.tasks_out is not None)
+    if args.tasks_out:
+        with open(args.tasks_out, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in result.pop("tasks"))
     print(json.dumps(result, indent=2))
     return 0
 
@@ -210,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--backend", choices=["vllm", "transformers"], default=None,
                    help="default: the config's rollout.backend")
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--tasks-out", default=None, metavar="FILE",
+                   help="write one JSON line per task: id, prompt, answer, and each sample's reward, reason and text")
     e.add_argument("--config", default=None,
                    help="environments and rollout settings from this config (default: the built-in default)")
     _add_overrides(e)

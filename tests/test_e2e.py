@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, run_rl
+from rl.metrics import PASS
 from rl.tracking import read_metrics
 
 REQUIRED = [
@@ -57,12 +58,20 @@ def test_train_with_ray_and_vllm(tiny_model, tmp_path):
     assert (run / "config.yaml").is_file()
     assert list((run / "wandb").glob("offline-run-*")), "no offline W&B run"
 
+    per_task = tmp_path / "tasks.jsonl"
     ev = run_rl("eval", str(run / "checkpoints" / "step_000003"), "--env", "math", "--samples", "2",
-                "--limit", "10", "--backend", "transformers", timeout=300)
+                "--limit", "10", "--backend", "transformers", "--tasks-out", str(per_task), timeout=300)
     assert ev.returncode == 0, ev.stderr[-2000:]
     out = json.loads(ev.stdout)
     assert out["envs"]["math"]["tasks"] == 10 and 0.0 <= out["envs"]["math"]["pass@1"] <= 1.0
-    assert "pass@2" in out["envs"]["math"]
+    assert "pass@2" in out["envs"]["math"] and "tasks" not in out
+    # the per-task records hold every sample, and pass@1 is their mean
+    records = [json.loads(line) for line in per_task.read_text().splitlines()]
+    assert len(records) == 10 and len({r["id"] for r in records}) == 10
+    assert all(r["env"] == "math" and len(r["rewards"]) == len(r["reasons"]) == len(r["completions"]) == 2
+               for r in records)
+    mean = sum(sum(x >= PASS for x in r["rewards"]) for r in records) / 20
+    assert abs(mean - out["envs"]["math"]["pass@1"]) < 1e-9
 
 
 @pytest.mark.slow
