@@ -200,6 +200,28 @@ def test_mcq_letter_comes_from_the_answer_part_only():
     assert env.score(t, f"<think>maybe {other}</think>The answer is {t.answer}").reward == 1.0
 
 
+def test_mcq_worked_references_name_the_right_option_and_keep_the_tasks():
+    plain = MultipleChoiceEnvironment(train_size=300).tasks("train")
+    worked_env = MultipleChoiceEnvironment(train_size=300, worked=True)
+    worked = worked_env.tasks("train")
+    assert [t.id for t in worked] == [t.id for t in plain]  # same questions, same split
+    kinds = set()
+    for t in worked:
+        assert worked_env.score(t, t.reference).reward == 1.0
+        working, letter = t.reference.removeprefix("<think>").split("</think>")
+        question, *options = t.messages[0]["content"].splitlines()[:-1]
+        right = options["ABCD".index(letter)].split(") ", 1)[1]
+        if question.startswith("What is"):  # 23*10 = 230: the computation, then the right value
+            expr, value = working.split(" = ")
+            assert expr == question.removeprefix("What is ").removesuffix("?") and value == right == str(eval(expr))
+            kinds.add("arithmetic")
+        else:  # "187 is the largest", "apple comes first"
+            assert working.split(" ")[0] == right
+            kinds.add(question)
+    assert len(kinds) == 3
+    assert all(t.reference == f"<think></think>{t.answer}" for t in plain)
+
+
 # ----------------------------------------------------------- task files
 
 

@@ -19,24 +19,27 @@ _WORDS = ["apple", "bridge", "candle", "delta", "ember", "forest", "garden", "ha
           "kettle", "lemon", "meadow", "nickel", "orbit", "pepper", "quartz", "river", "saddle", "tunnel"]
 
 
-def _arithmetic(rng: random.Random) -> tuple[str, list[str], int]:
+# Each generator returns the question, the options, the right one's index, and the step that
+# finds it (a worked reference's reasoning).
+def _arithmetic(rng: random.Random) -> tuple[str, list[str], int, str]:
     a, b = rng.randint(2, 40), rng.randint(2, 40)
     op = rng.choice("+-*")
     value = {"+": a + b, "-": a - b, "*": a * b}[op]
     wrong = rng.sample([d for d in range(-5, 6) if d], 3)
     options = [value] + [value + d for d in wrong]
     rng.shuffle(options)
-    return f"What is {a}{op}{b}?", [str(o) for o in options], options.index(value)
+    return f"What is {a}{op}{b}?", [str(o) for o in options], options.index(value), f"{a}{op}{b} = {value}"
 
 
-def _largest(rng: random.Random) -> tuple[str, list[str], int]:
+def _largest(rng: random.Random) -> tuple[str, list[str], int, str]:
     nums = rng.sample(range(1, 200), 4)
-    return "Which number is the largest?", [str(n) for n in nums], nums.index(max(nums))
+    return "Which number is the largest?", [str(n) for n in nums], nums.index(max(nums)), f"{max(nums)} is the largest"
 
 
-def _first_word(rng: random.Random) -> tuple[str, list[str], int]:
+def _first_word(rng: random.Random) -> tuple[str, list[str], int, str]:
     words = rng.sample(_WORDS, 4)
-    return "Which word comes first in alphabetical order?", words, words.index(min(words))
+    return ("Which word comes first in alphabetical order?", words, words.index(min(words)),
+            f"{min(words)} comes first")
 
 
 GENERATORS = [_arithmetic, _largest, _first_word]
@@ -70,12 +73,18 @@ class MultipleChoiceEnvironment(GeneratedEnvironment):
     name = "mcq"
 
     def __init__(self, train_size: int = 5000, test_size: int = 300, seed: int = 1234,
-                 test_fraction: float = 0.1, require_think: bool = True, data_files: dict[str, str] | None = None):
+                 test_fraction: float = 0.1, require_think: bool = True, data_files: dict[str, str] | None = None,
+                 worked: bool = False):
+        """``worked``: generated tasks' references (the warm-up's data) write the step that picks
+        the option in the think block, ``<think>23*10 = 230</think>D``, instead of leaving it
+        empty. Without it a small model must pick the letter in one forward pass, which it cannot
+        do for arithmetic whose options differ by 1 to 5 (docs/status.md, issue 19)."""
         super().__init__(train_size, test_size, seed, test_fraction, require_think, data_files)
+        self.worked = worked
 
     def generate(self, rng: random.Random) -> Task:
-        question, choices, index = rng.choice(GENERATORS)(rng)
-        return make_task(self.name, question, choices, index, None)
+        question, choices, index, working = rng.choice(GENERATORS)(rng)
+        return make_task(self.name, question, choices, index, None, working if self.worked else "")
 
     def task_from_row(self, row: dict, default_id: str) -> Task:
         choices = row["choices"]
