@@ -60,9 +60,9 @@ def test_train_with_ray_and_vllm(tiny_model, tmp_path):
 
     per_task = tmp_path / "tasks.jsonl"
     ev = run_rl("eval", str(run / "checkpoints" / "step_000003"), "--env", "math", "--samples", "2",
-                "--limit", "10", "--backend", "transformers", "--tasks-out", str(per_task), timeout=300)
+                "--limit", "10", "--tasks-out", str(per_task), timeout=300)
     assert ev.returncode == 0, ev.stderr[-2000:]
-    out = json.loads(ev.stdout)
+    out = json.loads(ev.stdout)  # vLLM's log lines go to stderr
     assert out["envs"]["math"]["tasks"] == 10 and 0.0 <= out["envs"]["math"]["pass@1"] <= 1.0
     assert "pass@2" in out["envs"]["math"] and "tasks" not in out
     # the per-task records hold every sample, and pass@1 is their mean
