@@ -77,8 +77,10 @@ class MultipleChoiceEnvironment(GeneratedEnvironment):
                  worked: bool = False):
         """``worked``: generated tasks' references (the warm-up's data) write the step that picks
         the option in the think block, ``<think>23*10 = 230</think>D``, instead of leaving it
-        empty. Without it a small model must pick the letter in one forward pass, which it cannot
-        do for arithmetic whose options differ by 1 to 5 (docs/status.md, issue 19)."""
+        empty, where the model must pick the letter in one forward pass. Measured with it
+        (configs/grpo_mcq_tiny.yaml): RL raises the number and word questions by 0.10-0.12, and
+        the 1.2M-parameter model stays at chance on the arithmetic, as it does without it
+        (docs/status.md, issue 19)."""
         super().__init__(train_size, test_size, seed, test_fraction, require_think, data_files)
         self.worked = worked
 
