@@ -3,7 +3,9 @@ the isolated, time-limited scoring of every environment (hostile output)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import time
 from pathlib import Path
 
@@ -220,6 +222,27 @@ def test_mcq_worked_references_name_the_right_option_and_keep_the_tasks():
             kinds.add(question)
     assert len(kinds) == 3
     assert all(t.reference == f"<think></think>{t.answer}" for t in plain)
+
+
+def test_mcq_arithmetic_operands_set_the_sums_difficulty_and_leave_the_default_tasks_alone():
+    digest = lambda tasks: hashlib.sha256("\n".join(t.id + t.reference for t in tasks).encode()).hexdigest()[:16]
+    default = MultipleChoiceEnvironment()
+    # the task sets that the mixed config's warm-up and measured rows were made from
+    assert (digest(default.tasks("train")), digest(default.tasks("test"))) == ("fd67683c289f0a0f", "4ae772109b98dd24")
+    small = MultipleChoiceEnvironment(train_size=600, arithmetic_operands=[2, 9], worked=True)
+    kinds = {1: 0, 2: 0}
+    for t in small.tasks("train"):
+        kinds[t.difficulty] += 1
+        question = t.messages[0]["content"].splitlines()[0]
+        assert (t.difficulty == 2) == question.startswith("What is")
+        if t.difficulty == 2:
+            a, b = re.fullmatch(r"What is (\d+)[-+*](\d+)\?", question).groups()
+            assert 2 <= int(a) <= 9 and 2 <= int(b) <= 9
+        assert small.score(t, t.reference).reward == 1.0
+    assert kinds[2] > 100 and kinds[1] > 2 * 100  # a third of the questions are sums, as by default
+    for bad in ([9, 2], [2], "2-9", [2.0, 9], [-1, 9]):
+        with pytest.raises(ValueError, match="environments.mcq.arithmetic_operands"):
+            MultipleChoiceEnvironment(arithmetic_operands=bad)
 
 
 # ----------------------------------------------------------- task files

@@ -9,6 +9,7 @@ The letter is read from the answer part only (``environments.mcq.verifier``).
 from __future__ import annotations
 
 import random
+from functools import partial
 
 from environments.base import GeneratedEnvironment, Score, Task
 from environments.mcq.verifier import extract_choice
@@ -21,8 +22,8 @@ _WORDS = ["apple", "bridge", "candle", "delta", "ember", "forest", "garden", "ha
 
 # Each generator returns the question, the options, the right one's index, and the step that
 # finds it (a worked reference's reasoning).
-def _arithmetic(rng: random.Random) -> tuple[str, list[str], int, str]:
-    a, b = rng.randint(2, 40), rng.randint(2, 40)
+def _arithmetic(rng: random.Random, operands: tuple[int, int] = (2, 40)) -> tuple[str, list[str], int, str]:
+    a, b = rng.randint(*operands), rng.randint(*operands)
     op = rng.choice("+-*")
     value = {"+": a + b, "-": a - b, "*": a * b}[op]
     wrong = rng.sample([d for d in range(-5, 6) if d], 3)
@@ -43,10 +44,12 @@ def _first_word(rng: random.Random) -> tuple[str, list[str], int, str]:
 
 
 GENERATORS = [_arithmetic, _largest, _first_word]
+DIFFICULTY = {_arithmetic: 2, _largest: 1, _first_word: 1}
+"""A task's ``difficulty``: 1 where the answer can be read off the options, 2 where it must be computed."""
 
 
 def make_task(env: str, question: str, choices: list[str], answer_index: int, task_id: str | None,
-              explanation: str = "") -> Task:
+              explanation: str = "", difficulty: int = 0) -> Task:
     if not 2 <= len(choices) <= len(LETTERS):
         raise ValueError(f"need 2 to {len(LETTERS)} choices, got {len(choices)}")
     if not 0 <= answer_index < len(choices):
@@ -55,7 +58,7 @@ def make_task(env: str, question: str, choices: list[str], answer_index: int, ta
     prompt = "\n".join(lines) + "\nAnswer with the letter of the correct option."
     letter = LETTERS[answer_index]
     return Task(id=f"{env}/{task_id or prompt}", env=env, messages=[{"role": "user", "content": prompt}],
-                answer=letter, reference=f"<think>{explanation}</think>{letter}",
+                answer=letter, reference=f"<think>{explanation}</think>{letter}", difficulty=difficulty,
                 meta={"letters": LETTERS[:len(choices)]})
 
 
@@ -69,24 +72,43 @@ def _answer_index(value, n: int) -> int:
     raise ValueError(f"'answer' must be one of {list(LETTERS[:n])} or a 0-based index, got {value!r}")
 
 
+def _operand_range(value) -> tuple[int, int]:
+    ok = (isinstance(value, (list, tuple)) and len(value) == 2
+          and all(isinstance(v, int) and not isinstance(v, bool) for v in value) and 0 <= value[0] <= value[1])
+    if not ok:
+        raise ValueError(f"environments.mcq.arithmetic_operands: expected [low, high] with 0 <= low <= high, got {value!r}")
+    return value[0], value[1]
+
+
 class MultipleChoiceEnvironment(GeneratedEnvironment):
     name = "mcq"
 
     def __init__(self, train_size: int = 5000, test_size: int = 300, seed: int = 1234,
                  test_fraction: float = 0.1, require_think: bool = True, data_files: dict[str, str] | None = None,
-                 worked: bool = False):
+                 worked: bool = False, arithmetic_operands: tuple[int, int] = (2, 40)):
         """``worked``: generated tasks' references (the warm-up's data) write the step that picks
         the option in the think block, ``<think>23*10 = 230</think>D``, instead of leaving it
         empty, where the model must pick the letter in one forward pass. Measured with it
         (configs/grpo_mcq_tiny.yaml): RL raises the number and word questions by 0.10-0.12, and
         the 1.2M-parameter model stays at chance on the arithmetic, as it does without it
-        (docs/status.md, issue 19)."""
+        (docs/status.md, issue 19).
+
+        ``arithmetic_operands``: the smallest and largest operand of the arithmetic questions,
+        their difficulty (``[2, 9]``: single digits, ``23*10`` needs ``[2, 40]``). The other
+        kinds and the mix of kinds do not change with it. Tasks are told apart by their whole
+        prompt, so with few operands the test split asks sums the train split also asks, with
+        other options: held-out pass@1 then measures picking the option, not computing new sums."""
+        low, high = _operand_range(arithmetic_operands)
         super().__init__(train_size, test_size, seed, test_fraction, require_think, data_files)
         self.worked = worked
+        self.arithmetic_operands = (low, high)
 
     def generate(self, rng: random.Random) -> Task:
-        question, choices, index, working = rng.choice(GENERATORS)(rng)
-        return make_task(self.name, question, choices, index, None, working if self.worked else "")
+        kind = rng.choice(GENERATORS)
+        make = partial(_arithmetic, operands=self.arithmetic_operands) if kind is _arithmetic else kind
+        question, choices, index, working = make(rng)
+        return make_task(self.name, question, choices, index, None, working if self.worked else "",
+                         DIFFICULTY[kind])
 
     def task_from_row(self, row: dict, default_id: str) -> Task:
         choices = row["choices"]
