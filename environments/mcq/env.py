@@ -97,7 +97,11 @@ class MultipleChoiceEnvironment(GeneratedEnvironment):
         their difficulty (``[2, 9]``: single digits, ``23*10`` needs ``[2, 40]``). The other
         kinds and the mix of kinds do not change with it. Tasks are told apart by their whole
         prompt, so with few operands the test split asks sums the train split also asks, with
-        other options: held-out pass@1 then measures picking the option, not computing new sums."""
+        other options: held-out pass@1 then measures picking the option, not computing new sums.
+        Measured with ``[2, 9]`` and ``worked`` (session 15, docs/status.md): the warm-up writes
+        the right value in 48% of the sums (21% with ``[2, 40]``), but its letter names the
+        option holding the value it wrote in only 22%, and RL on the letter alone erodes the
+        written value (8% after 150 steps): +0.027 in all, against +0.085 with ``[2, 40]``."""
         low, high = _operand_range(arithmetic_operands)
         super().__init__(train_size, test_size, seed, test_fraction, require_think, data_files)
         self.worked = worked
