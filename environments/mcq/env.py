@@ -22,7 +22,7 @@ _WORDS = ["apple", "bridge", "candle", "delta", "ember", "forest", "garden", "ha
 
 # Each generator returns the question, the options, the right one's index, and the step that
 # finds it (a worked reference's reasoning).
-def _arithmetic(rng: random.Random, operands: tuple[int, int] = (2, 40)) -> tuple[str, list[str], int, str]:
+def _arithmetic(rng: random.Random, operands: tuple[int, int]) -> tuple[str, list[str], int, str]:
     a, b = rng.randint(*operands), rng.randint(*operands)
     op = rng.choice("+-*")
     value = {"+": a + b, "-": a - b, "*": a * b}[op]
@@ -41,11 +41,6 @@ def _first_word(rng: random.Random) -> tuple[str, list[str], int, str]:
     words = rng.sample(_WORDS, 4)
     return ("Which word comes first in alphabetical order?", words, words.index(min(words)),
             f"{min(words)} comes first")
-
-
-GENERATORS = [_arithmetic, _largest, _first_word]
-DIFFICULTY = {_arithmetic: 2, _largest: 1, _first_word: 1}
-"""A task's ``difficulty``: 1 where the answer can be read off the options, 2 where it must be computed."""
 
 
 def make_task(env: str, question: str, choices: list[str], answer_index: int, task_id: str | None,
@@ -102,17 +97,17 @@ class MultipleChoiceEnvironment(GeneratedEnvironment):
         the right value in 48% of the sums (21% with ``[2, 40]``), but its letter names the
         option holding the value it wrote in only 22%, and RL on the letter alone erodes the
         written value (8% after 150 steps): +0.027 in all, against +0.085 with ``[2, 40]``."""
-        low, high = _operand_range(arithmetic_operands)
+        operands = _operand_range(arithmetic_operands)
         super().__init__(train_size, test_size, seed, test_fraction, require_think, data_files)
         self.worked = worked
-        self.arithmetic_operands = (low, high)
+        self.kinds = [(partial(_arithmetic, operands=operands), 2), (_largest, 1), (_first_word, 1)]
+        """The generators, in the order that decides the task sets, with their tasks' ``difficulty``:
+        1 where the answer can be read off the options, 2 where it must be computed."""
 
     def generate(self, rng: random.Random) -> Task:
-        kind = rng.choice(GENERATORS)
-        make = partial(_arithmetic, operands=self.arithmetic_operands) if kind is _arithmetic else kind
+        make, difficulty = rng.choice(self.kinds)
         question, choices, index, working = make(rng)
-        return make_task(self.name, question, choices, index, None, working if self.worked else "",
-                         DIFFICULTY[kind])
+        return make_task(self.name, question, choices, index, None, working if self.worked else "", difficulty)
 
     def task_from_row(self, row: dict, default_id: str) -> Task:
         choices = row["choices"]
