@@ -29,7 +29,7 @@ from rl.sft import resolve_model
 from rl.tracking import read_metrics
 from rl.train import train
 
-CONFIGS = ["grpo_math_tiny", "grpo_code_tiny", "grpo_mcq_tiny", "grpo_workplace_tiny", "grpo_mixed_tiny", "grpo_moe_tiny"]
+CONFIGS = ["grpo_math_tiny", "grpo_ifeval_tiny", "grpo_code_tiny", "grpo_mcq_tiny", "grpo_workplace_tiny", "grpo_mixed_tiny", "grpo_moe_tiny"]
 
 HELD_OUT = {"grpo_code_tiny": ["environments.code.humaneval=false"]}
 """Overrides of the held-out evaluation: the code config's test split also holds HumanEval's

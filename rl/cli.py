@@ -60,7 +60,7 @@ def _print_curve(path: Path, width: int = 50) -> None:
 
     if not path.exists():
         return
-    rows = read_metrics(path)
+    rows = [r for r in read_metrics(path) if "train/reward_mean" in r]  # not a step-0 validation
     if not rows:
         return
     bucket = max(1, len(rows) // 20)

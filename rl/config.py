@@ -47,6 +47,9 @@ class RunConfig(_Section):
     """Test-split tasks per environment in each validation."""
     eval_samples: int = Field(4, ge=1)
     """k: completions per validation task (pass@1 and pass@k, unbiased)."""
+    eval_before_train: bool = False
+    """With ``eval_every``: also validate the starting policy, logged as step 0, so that
+    every point of the curve shares the tasks (not on resume)."""
     best_metric: str | None = "val/pass@1"
     """The validation metric to maximise: the best step's policy is kept in
     ``checkpoints/best``, which rotation never deletes (None: no best checkpoint)."""

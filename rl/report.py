@@ -104,5 +104,5 @@ def summary(data: dict[str, list[dict]]) -> str:
         hours = sum(r.get("timing/step_s", 0.0) + r.get("timing/validation_s", 0.0) for r in rows) / 3600
         first = sum(reward[:10]) / max(len(reward[:10]), 1)
         last = sum(reward[-10:]) / max(len(reward[-10:]), 1)
-        lines.append(f"| {run} | {len(rows)} | {first:.3f} | {last:.3f} | {best} | {hours:.2f} |")
+        lines.append(f"| {run} | {len(reward)} | {first:.3f} | {last:.3f} | {best} | {hours:.2f} |")
     return "\n".join(lines) + "\n"

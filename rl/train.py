@@ -47,7 +47,7 @@ from rl.refit import (choose_transport, cleanup_shared_memory, refit_engines, re
                       shared_memory_segments)
 from rl.rollouts import Group, RolloutStats, WorkerFailed, open_rollouts
 from rl.sft import resolve_model
-from rl.tracking import MetricsLog
+from rl.tracking import MetricsLog, read_metrics
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +216,14 @@ class Trainer:
         state = {"sampler": self.sampler.state_dict(), "python_rng": random.getstate(), "best": self.best}
         save_checkpoint(self.run_dir, step, self.policy.save, state, self.cfg.run.keep_checkpoints)
 
+    def validation(self, step: int) -> dict[str, float]:
+        """Validate, time it, and keep the policy if it is the best so far."""
+        t = time.perf_counter()
+        metrics = self.validate()
+        metrics["timing/validation_s"] = time.perf_counter() - t
+        self.keep_if_best(step, metrics)
+        return metrics
+
     def keep_if_best(self, step: int, metrics: dict[str, float]) -> None:
         """Keep this step's policy in ``checkpoints/best`` when ``run.best_metric`` improved
         (never rotated away; its state.json names the step and the value)."""
@@ -232,13 +240,13 @@ class Trainer:
         cfg = self.cfg.run
         bar = tqdm(range(self.start_step, cfg.steps + 1), initial=self.start_step - 1, total=cfg.steps,
                    desc="GRPO", unit="step", dynamic_ncols=True)
+        if cfg.eval_every and cfg.eval_before_train and self.start_step == 1 \
+                and not any(r["step"] == 0 for r in read_metrics(self.metrics.path)):  # not again on resume
+            self.metrics.log(0, self.validation(0))
         for step in bar:
             metrics = self.step(step)
             if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
-                t = time.perf_counter()
-                metrics.update(self.validate())
-                metrics["timing/validation_s"] = time.perf_counter() - t
-                self.keep_if_best(step, metrics)
+                metrics.update(self.validation(step))
             metrics.update({f"train/restarts/{w}": float(n) for w, n in self.rollouts.take_restarts().items()})
             self.metrics.log(step, metrics)
             bar.set_postfix(reward=f"{metrics['train/reward_mean']:.3f}",

@@ -331,14 +331,17 @@ def test_a_killed_vllm_engine_core_and_environment_pool_are_restarted_and_the_ru
 @pytest.mark.slow
 def test_validation_during_training_keeps_the_best_step(tiny_model, tmp_path):
     """run.eval_every: val/* metrics of a fixed test set with the engines' weights, and the
-    best step's policy (by run.best_metric) in checkpoints/best."""
+    best step's policy (by run.best_metric) in checkpoints/best; run.eval_before_train: the
+    starting policy too, as step 0."""
     run = tmp_path / "run"
     r = run_rl("train", f"model.path={tiny_model}", f"run.dir={run}", "run.steps=3", "run.eval_every=2",
-               "run.eval_prompts=6", "run.eval_samples=2", *IN_PROCESS, *TINY, timeout=600)
+               "run.eval_prompts=6", "run.eval_samples=2", "run.eval_before_train=true", *IN_PROCESS, *TINY,
+               timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = read_metrics(run / "metrics.jsonl")
     validated = [row["step"] for row in rows if "val/pass@1" in row]
-    assert validated == [2, 3]  # every 2 steps and at the last
+    assert validated == [0, 2, 3]  # the start, every 2 steps and at the last
+    assert rows[0]["step"] == 0 and not any(k.startswith("train/") for k in rows[0])
     for row in rows:
         if "val/pass@1" in row:
             for key in ("val/reward_mean", "val/pass@2", "val/reward_mean/math", "val/pass@1/math", "val/pass@2/math"):

@@ -14,7 +14,9 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def _run(path, steps: int, offset: float, validate: bool):
     path.mkdir()
-    rows = []
+    # run.eval_before_train: the start's validation is a row of its own, step 0, with no train/*
+    rows = [{"step": 0, "val/reward_mean": 0.0, "val/pass@1": 0.0, "val/pass@1/math": 0.0,
+             "timing/validation_s": 0.5}] if validate else []
     for s in range(1, steps + 1):
         row = {"step": s, "train/reward_mean": offset + s / 100, "train/reward_mean/math": offset + s / 90,
                "train/pass_rate": s / 50, "train/entropy": 1 - s / 100, "train/response_len_mean": 30.0,
