@@ -54,6 +54,12 @@ class RunConfig(_Section):
     """The validation metric to maximise: the best step's policy is kept in
     ``checkpoints/best``, which rotation never deletes (None: no best checkpoint)."""
 
+    @model_validator(mode="after")
+    def _eval_before_train(self) -> RunConfig:
+        if self.eval_before_train and not self.eval_every:
+            raise ValueError("run.eval_before_train=true needs run.eval_every > 0 (it validates on that schedule's tasks)")
+        return self
+
 
 class ModelInitConfig(_Section):
     arch: Literal["qwen3", "qwen3_moe", "nemotron_h"] = "qwen3"

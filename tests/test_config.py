@@ -40,6 +40,9 @@ def test_mistyped_value_names_the_key():
     assert "grpo.is_correction.mode" in str(err.value)
     with pytest.raises(ConfigError):
         load_config(None, ["grpo.is_correction.band_low=3"])
+    with pytest.raises(ConfigError, match="eval_before_train"):
+        load_config(None, ["run.eval_before_train=true"])
+    assert load_config(None, ["run.eval_before_train=true", "run.eval_every=5"]).run.eval_before_train
 
 
 def test_bad_files_and_overrides(tmp_path):
