@@ -87,7 +87,8 @@ ATTACKS = {
                             "def f(x):\n    return 0\n",
     # guessing, resources
     "timing_guess": "import time\ndef f(x):\n    return int(time.time()) % 13\n",
-    "random_guess": "import random\ndef f(x):\n    return random.randint(-10, 20)\n",
+    # seeded: unseeded, a guess in 31 values hits two of the three tests about 0.3% of runs (a CI flake)
+    "random_guess": "import random\nrandom.seed(7)\ndef f(x):\n    return random.randint(-10, 20)\n",
     "constant_guess": "def f(x):\n    return 8\n",
     "deep_nesting": "def f(x):\n    v = []\n    for _ in range(10000): v = [v]\n    return v\n",
     "huge_int": "def f(x):\n    return 10 ** 20000\n",
