@@ -41,7 +41,7 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=8, help="completions per test task")
     p.add_argument("--out", default=None, help="run folder (default: a new one under run.output_dir)")
     p.add_argument("overrides", nargs="*", metavar="key=value")
-    args = p.parse_args()
+    args = p.parse_intermixed_args()  # options before, between or after the key=value overrides
     path = Path(args.config) if args.config.endswith((".yaml", ".yml")) else configs_dir() / f"{args.config}.yaml"
     overrides = [f"run.eval_every={args.every}", f"run.eval_prompts={args.tasks}",
                  f"run.eval_samples={args.samples}", "run.eval_before_train=true", *args.overrides]
