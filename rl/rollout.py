@@ -63,6 +63,9 @@ def prompt_token_ids(tokenizer, messages: list[dict], thinking: bool = True) -> 
 MAX_MODEL_LEN = 2048
 """Default of ``rollout.max_model_len``."""
 
+HF_MAX_NUM_SEQS = 1024
+"""Sequences the transformers backend samples at once when ``max_num_seqs`` is None."""
+
 
 @dataclass(frozen=True)
 class EngineSpec:
@@ -186,6 +189,8 @@ class VLLMEngine:
                 "use rollout.backend=transformers for this model"
             )
         kwargs = {}
+        if engine.max_num_seqs is not None:
+            kwargs["max_num_seqs"] = engine.max_num_seqs
         if torch.cuda.is_available():
             kwargs["gpu_memory_utilization"] = engine.gpu_memory_utilization
             kwargs["enable_sleep_mode"] = spec.sleep_mode
@@ -266,6 +271,7 @@ class HFEngine:
         self.eos_id = tok.eos_token_id
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.max_num_seqs = spec.config.max_num_seqs or HF_MAX_NUM_SEQS
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], settings: SamplingSettings,
@@ -275,6 +281,22 @@ class HFEngine:
         stops = set(settings.stop_token_ids) | {self.eos_id}
         flat = [p for p in prompts for _ in range(settings.n)]
         limits = [m for m in (max_tokens or [settings.max_new_tokens] * len(prompts)) for _ in range(settings.n)]
+        sampled: list[tuple[list[int], list[float]]] = []
+        for start in range(0, len(flat), self.max_num_seqs):
+            end = start + self.max_num_seqs
+            sampled += self._sample(flat[start:end], limits[start:end], settings, stops)
+        groups = []
+        for g in range(len(prompts)):
+            group = []
+            for tokens, lps in sampled[g * settings.n:(g + 1) * settings.n]:
+                truncated = not (tokens and tokens[-1] in stops)
+                group.append(Completion(tokens, lps, truncated))
+            groups.append(group)
+        return groups
+
+    def _sample(self, flat: list[list[int]], limits: list[int], settings: SamplingSettings,
+                stops: set[int]) -> list[tuple[list[int], list[float]]]:
+        """One batch: each prompt's sampled tokens and their log-probs, until a stop token or its limit."""
         # Left-pad so every row's next token sits at the last position.
         width = max(len(p) for p in flat)
         ids = torch.full((len(flat), width), self.pad_id, dtype=torch.long)
@@ -312,14 +334,7 @@ class HFEngine:
             step_ids = nxt[:, None]
             step_pos = step_pos[:, -1:] + 1
             attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)
-        groups = []
-        for g in range(len(prompts)):
-            group = []
-            for i in range(g * settings.n, (g + 1) * settings.n):
-                truncated = not (out_tokens[i] and out_tokens[i][-1] in stops)
-                group.append(Completion(out_tokens[i], out_lps[i], truncated))
-            groups.append(group)
-        return groups
+        return list(zip(out_tokens, out_lps))
 
     def sleep(self) -> None:
         pass

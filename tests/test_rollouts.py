@@ -170,3 +170,31 @@ def test_a_dead_environment_pool_is_rebuilt(mixed):
     r.respawn, r.max_restarts = {"environments": lambda _: real}, 1
     groups, _ = r.groups([tasks[0]], 2)
     assert groups[0].rewards == [1.0, 1.0] and r.envs is real and r.take_restarts() == {"environments": 1}
+
+
+def test_the_transformers_engine_samples_in_chunks_of_max_num_seqs_with_the_same_results(tiny_model):
+    """``rollout.max_num_seqs`` bounds the transformers backend's batch (its KV cache): a
+    chunked call gives each prompt the completions of one whole batch. Greedy (top_p near 0)
+    and with prompts of different lengths, so each chunk pads to its own width."""
+    from transformers import AutoTokenizer
+
+    from rl.config import RolloutConfig
+    from rl.rollout import EngineSpec, HFEngine
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    prompts = [prompt_token_ids(tok, [{"role": "user", "content": q}])
+               for q in ["What is 2+3?", "What is 12*4-7?", "7", "What is 100-1? Think about it."]]
+    settings = SamplingSettings(n=2, max_new_tokens=12, top_p=1e-6, seed=0)
+    whole = HFEngine(EngineSpec(str(tiny_model), RolloutConfig(backend="transformers")), device="cpu")
+    chunked = HFEngine(EngineSpec(str(tiny_model), RolloutConfig(backend="transformers", max_num_seqs=3)),
+                       device="cpu")
+    assert (whole.max_num_seqs, chunked.max_num_seqs) == (1024, 3)
+    limits = [12, 5, 12, 8]
+    a = whole.generate(prompts, settings, limits)
+    b = chunked.generate(prompts, settings, limits)
+    assert [len(g) for g in b] == [2] * 4
+    for ga, gb, limit in zip(a, b, limits):
+        for ca, cb in zip(ga, gb):
+            assert cb.token_ids == ca.token_ids and cb.truncated == ca.truncated
+            assert 0 < len(cb.token_ids) <= limit and len(cb.logprobs) == len(cb.token_ids)
+            assert cb.logprobs == pytest.approx(ca.logprobs, abs=1e-4)
