@@ -19,6 +19,7 @@ defines it.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 
@@ -117,6 +118,27 @@ def _prepack_cpu_moe_on_reload() -> None:
     UnquantizedFusedMoEMethod._setup_kernel = _setup_kernel
 
 
+class _QuietRotaryReload(logging.Filter):
+    """Drops vLLM's "RotaryEmbedding: Failed to load weights" on in-place reload.
+
+    After a reload vLLM warns "<layer>: Failed to load weights" for each layer
+    that received no tensor and puts that layer's own tensors back. A rotary
+    embedding holds only its cos/sin cache, computed from the model config and
+    in no checkpoint, so every refit would log the line once per step for a
+    layer that is right as it is. Every other layer's warning passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not (record.msg == "%s: Failed to load weights" and args and str(args[0]).endswith("RotaryEmbedding"))
+
+
+def _quiet_rotary_reload_warning() -> None:
+    """Install ``_QuietRotaryReload`` on vLLM's reload logger. Idempotent."""
+    reload_logger = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
+    if not any(isinstance(f, _QuietRotaryReload) for f in reload_logger.filters):
+        reload_logger.addFilter(_QuietRotaryReload())
+
+
 def _raise_on_engine_death(llm) -> None:
     """Make a generate call that waits on a dead engine core raise instead of hanging.
 
@@ -164,6 +186,7 @@ def _stage_in_worker(worker, blob: bytes) -> int:
 def _commit_in_worker(worker) -> int:
     """Runs inside a vLLM worker: load every staged tensor in place, in one call."""
     _prepack_cpu_moe_on_reload()
+    _quiet_rotary_reload_warning()
     staged = worker.__dict__.pop("_rl_refit_staged", [])
     worker.model_runner.reload_weights(weights_iterator=iter(staged), is_checkpoint_format=True)
     return len(staged)

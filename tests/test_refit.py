@@ -112,3 +112,33 @@ def test_refit_handles_survive_pickling_for_the_worker(policy):
     assert pickle.loads(pickle.dumps(handle)).names == handle.names
     while policy.refit_next() != "done":
         pass
+
+
+def test_reload_drops_only_the_rotary_cache_warning():
+    """vLLM warns once per refit that the rotary embedding (its cos/sin cache,
+    in no checkpoint) got no weights; that line is dropped, the same warning for
+    any other layer still reaches the log."""
+    import logging
+
+    layerwise = pytest.importorskip("vllm.model_executor.model_loader.reload.layerwise")
+    from rl.rollout import _quiet_rotary_reload_warning
+
+    _quiet_rotary_reload_warning()
+    _quiet_rotary_reload_warning()  # idempotent
+    logger = layerwise.logger
+    assert sum(type(f).__name__ == "_QuietRotaryReload" for f in logger.filters) == 1
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    handler = Keep(level=logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        for layer in ("RotaryEmbedding", "QKVParallelLinear", "MRotaryEmbedding"):
+            logger.warning("%s: Failed to load weights", layer)
+        logger.warning("%s: Delayed processing", "RotaryEmbedding")
+    finally:
+        logger.removeHandler(handler)
+    assert seen == ["QKVParallelLinear: Failed to load weights", "RotaryEmbedding: Delayed processing"]
