@@ -2,6 +2,7 @@
 
 - ``step_metrics``: one training step (``train/*``, ``episode/*``, ``rlhf/*``,
   ``judge/*``, ``timing/*``);
+- ``environment_shares``: per environment, what it weighs in the step's loss;
 - ``validation_metrics``: ``val/reward_mean``, ``val/pass@1`` and
   ``val/pass@k``, overall and per environment (``rl eval`` reports the same,
   with ``pass_rate_standard_error``);
@@ -30,6 +31,32 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - prob_all_fail
 
 
+def environment_shares(groups: list, loss_aggregation: str) -> dict[str, float]:
+    """Per environment: mean completion length, the fraction of its groups with no
+    learning signal (all rewards equal), and ``train/signal_share/<env>``, its
+    share of the step's loss weight: under ``token`` aggregation every model token
+    of a group with signal weighs the same, so an environment with long answers
+    pulls harder on the gradient than its share of prompts; under ``sequence``
+    every such completion weighs the same. Counted before the overlong and
+    mismatch masks, which the policy applies later."""
+    weight: dict[str, float] = {}
+    m = {}
+    for env in sorted({gr.task.env for gr in groups}):
+        mine = [gr for gr in groups if gr.task.env == env]
+        lengths = [len(c.token_ids) for gr in mine for c in gr.completions]
+        m[f"train/response_len_mean/{env}"] = sum(lengths) / len(lengths)
+        m[f"train/frac_zero_std/{env}"] = sum(gr.zero_std for gr in mine) / len(mine)
+        with_signal = [c for gr in mine if not gr.zero_std for c in gr.completions]
+        if loss_aggregation == "token":
+            weight[env] = float(sum(sum(c.mask) if c.mask else len(c.token_ids) for c in with_signal))
+        else:
+            weight[env] = float(len(with_signal))
+    total = sum(weight.values())
+    for env, w in weight.items():
+        m[f"train/signal_share/{env}"] = w / total if total else 0.0
+    return m
+
+
 def validation_metrics(groups: list, k: int, prefix: str = "val") -> dict[str, float]:
     """``<prefix>/reward_mean``, ``/pass@1``, ``/pass@k`` over all groups, and ``/<env>`` for each."""
     out: dict[str, float] = {}
@@ -54,11 +81,13 @@ def pass_rate_standard_error(groups: list) -> float:
 
 
 def step_metrics(groups: list, advantages: torch.Tensor, train: dict[str, float], timing: dict[str, float],
-                 ds_rounds: int, zero_std_before: float, judge=None) -> dict[str, float]:
+                 ds_rounds: int, zero_std_before: float, judge=None,
+                 loss_aggregation: str = "token") -> dict[str, float]:
     """A training step's metrics: ``groups`` as trained on (after dynamic sampling's refills),
     ``zero_std_before`` the zero-variance fraction of the groups as first sampled, ``train``
     the policy's own metrics, ``timing`` seconds per phase, ``judge`` the step's
-    ``JudgeStats`` (None: nothing judged)."""
+    ``JudgeStats`` (None: nothing judged), ``loss_aggregation`` as in ``grpo.loss_aggregation``
+    (for ``train/signal_share/<env>``)."""
     rewards = torch.tensor([gr.rewards for gr in groups], dtype=torch.float32)
     lengths = torch.tensor([len(c.token_ids) for gr in groups for c in gr.completions], dtype=torch.float32)
     truncated = torch.tensor([c.truncated for gr in groups for c in gr.completions], dtype=torch.float32)
@@ -92,6 +121,7 @@ def step_metrics(groups: list, advantages: torch.Tensor, train: dict[str, float]
         episodes = [em for gr in groups if gr.task.env == env for em in gr.episode_metrics or []]
         for key in sorted({k for em in episodes for k in em}):
             m[f"episode/{env}/{key}"] = sum(em.get(key, 0.0) for em in episodes) / len(episodes)
+    m.update(environment_shares(groups, loss_aggregation))
     for env in sorted({gr.task.env for gr in groups}):
         r = torch.tensor([gr.rewards for gr in groups if gr.task.env == env])
         m[f"train/reward_mean/{env}"] = float(r.mean())

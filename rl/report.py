@@ -3,7 +3,8 @@
 Reads each run's ``metrics.jsonl`` and draws, with every run overlaid on the
 same axes (A/B comparisons): reward and pass rate (train, and validation
 where the run validated, overall and per environment), response length and
-truncated fraction, entropy, the rollout/trainer mismatch and the masked
+truncated fraction, each environment's share of the loss weight and
+its groups without signal, entropy, the rollout/trainer mismatch and the masked
 fractions, the curriculum's target against the batch pass rate, the RLHF
 judge's counters, and a stacked bar of each step's seconds per phase (one
 panel per run). Panels whose metrics no run logged are left out. Writes
@@ -22,7 +23,10 @@ PANELS = {
     "reward.png": ("Reward", "mean reward", ["train/reward_mean", "val/reward_mean", "train/reward_mean/",
                                             "val/reward_mean/"]),
     "pass_rate.png": ("Pass rate", "pass rate", ["train/pass_rate", "val/pass@1", "train/pass_rate/", "val/pass@1/"]),
-    "length.png": ("Responses", "tokens / fraction", ["train/response_len_mean", "train/truncated_frac"]),
+    "length.png": ("Responses", "tokens / fraction", ["train/response_len_mean", "train/truncated_frac",
+                                                      "train/response_len_mean/"]),
+    "environments.png": ("What each environment weighs", "fraction", ["train/signal_share/",
+                                                                       "train/frac_zero_std/"]),
     "entropy.png": ("Entropy", "nats per token", ["train/entropy"]),
     "mismatch.png": ("Rollout/trainer mismatch", "value", ["train/mismatch_abs_mean", "train/mismatch_k3",
                                                           "train/masked_seq_frac", "train/masked_token_frac"]),

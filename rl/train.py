@@ -157,7 +157,8 @@ class Trainer:
         t3 = time.perf_counter()
         timing = {**stats.timing(), "train_s": t2 - t1, "refit_s": t3 - t2, "step_s": t3 - t_step,
                   "refit_frac": (t3 - t2) / (t3 - t_step)}
-        metrics = step_metrics(groups, advantages, train, timing, rounds, zero_std_before, stats.judge)
+        metrics = step_metrics(groups, advantages, train, timing, rounds, zero_std_before, stats.judge,
+                               cfg.loss_aggregation)
         metrics.update(self.sampler.metrics())
         return metrics
 
