@@ -2,7 +2,8 @@
 
 - ``step_metrics``: one training step (``train/*``, ``episode/*``, ``rlhf/*``,
   ``judge/*``, ``timing/*``);
-- ``environment_shares``: per environment, what it weighs in the step's loss;
+- ``environment_metrics``: per environment, its reward and what it weighs in
+  the step's loss;
 - ``validation_metrics``: ``val/reward_mean``, ``val/pass@1`` and
   ``val/pass@k``, overall and per environment (``rl eval`` reports the same,
   with ``pass_rate_standard_error``);
@@ -31,24 +32,32 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - prob_all_fail
 
 
-def environment_shares(groups: list, loss_aggregation: str) -> dict[str, float]:
-    """Per environment: mean completion length, the fraction of its groups with no
-    learning signal (all rewards equal), and ``train/signal_share/<env>``, its
-    share of the step's loss weight: under ``token`` aggregation every model token
-    of a group with signal weighs the same, so an environment with long answers
-    pulls harder on the gradient than its share of prompts; under ``sequence``
-    every such completion weighs the same. Counted before the overlong and
-    mismatch masks, which the policy applies later."""
+def model_tokens(c) -> int:
+    """Tokens of a completion that the model generated (its mask's ones; all, without a mask)."""
+    return sum(c.mask) if c.mask else len(c.token_ids)
+
+
+def environment_metrics(groups: list, loss_aggregation: str) -> dict[str, float]:
+    """Per environment: mean reward, pass rate, mean completion length, the fraction
+    of its groups with no learning signal (all rewards equal), and
+    ``train/signal_share/<env>``, its share of the step's loss weight: under
+    ``token`` aggregation every model token of a group with signal weighs the same,
+    so an environment with long answers pulls harder on the gradient than its
+    share of prompts; under ``sequence`` every such completion weighs the same.
+    Counted before the overlong and mismatch masks, which the policy applies later."""
     weight: dict[str, float] = {}
     m = {}
     for env in sorted({gr.task.env for gr in groups}):
         mine = [gr for gr in groups if gr.task.env == env]
+        r = torch.tensor([gr.rewards for gr in mine])
+        m[f"train/reward_mean/{env}"] = float(r.mean())
+        m[f"train/pass_rate/{env}"] = float((r >= PASS).float().mean())
         lengths = [len(c.token_ids) for gr in mine for c in gr.completions]
         m[f"train/response_len_mean/{env}"] = sum(lengths) / len(lengths)
         m[f"train/frac_zero_std/{env}"] = sum(gr.zero_std for gr in mine) / len(mine)
         with_signal = [c for gr in mine if not gr.zero_std for c in gr.completions]
         if loss_aggregation == "token":
-            weight[env] = float(sum(sum(c.mask) if c.mask else len(c.token_ids) for c in with_signal))
+            weight[env] = float(sum(model_tokens(c) for c in with_signal))
         else:
             weight[env] = float(len(with_signal))
     total = sum(weight.values())
@@ -81,8 +90,7 @@ def pass_rate_standard_error(groups: list) -> float:
 
 
 def step_metrics(groups: list, advantages: torch.Tensor, train: dict[str, float], timing: dict[str, float],
-                 ds_rounds: int, zero_std_before: float, judge=None,
-                 loss_aggregation: str = "token") -> dict[str, float]:
+                 ds_rounds: int, zero_std_before: float, judge, loss_aggregation: str) -> dict[str, float]:
     """A training step's metrics: ``groups`` as trained on (after dynamic sampling's refills),
     ``zero_std_before`` the zero-variance fraction of the groups as first sampled, ``train``
     the policy's own metrics, ``timing`` seconds per phase, ``judge`` the step's
@@ -106,8 +114,7 @@ def step_metrics(groups: list, advantages: torch.Tensor, train: dict[str, float]
     }
     completions = [c for gr in groups for c in gr.completions]
     if any(c.mask is not None for c in completions):
-        m["train/model_tokens_mean"] = sum(sum(c.mask) if c.mask else len(c.token_ids)
-                                           for c in completions) / len(completions)
+        m["train/model_tokens_mean"] = sum(model_tokens(c) for c in completions) / len(completions)
         m["train/turns_mean"] = sum(c.turns for c in completions) / len(completions)
         m["train/think_forced_frac"] = sum(c.forced_think_end > 0 for c in completions) / len(completions)
     for env in sorted({gr.task.env for gr in groups if "verifier" in gr.scores[0].components}):
@@ -121,11 +128,7 @@ def step_metrics(groups: list, advantages: torch.Tensor, train: dict[str, float]
         episodes = [em for gr in groups if gr.task.env == env for em in gr.episode_metrics or []]
         for key in sorted({k for em in episodes for k in em}):
             m[f"episode/{env}/{key}"] = sum(em.get(key, 0.0) for em in episodes) / len(episodes)
-    m.update(environment_shares(groups, loss_aggregation))
-    for env in sorted({gr.task.env for gr in groups}):
-        r = torch.tensor([gr.rewards for gr in groups if gr.task.env == env])
-        m[f"train/reward_mean/{env}"] = float(r.mean())
-        m[f"train/pass_rate/{env}"] = float((r >= PASS).float().mean())
+    m.update(environment_metrics(groups, loss_aggregation))
     reasons: dict[str, int] = {}
     for gr in groups:
         for s in gr.scores:

@@ -153,12 +153,12 @@ def test_pass_at_k():
     assert pass_at_k(4, 3, 2) == 1.0
 
 
-def test_environment_shares_weigh_tokens_or_sequences_of_groups_with_signal():
+def test_environment_metrics_weigh_tokens_or_sequences_of_groups_with_signal():
     """Hand-computed: math has two groups of 2 completions (one with signal,
     lengths 3 and 5), mcq one group with signal (lengths 1 and 1), ifeval one
     multi-turn group with signal whose model tokens are 4 of 6 and 2 of 2."""
     from environments.base import Score, Task
-    from rl.metrics import environment_shares
+    from rl.metrics import environment_metrics
     from rl.rollout import Completion
     from rl.rollouts import Group
 
@@ -171,15 +171,17 @@ def test_environment_shares_weigh_tokens_or_sequences_of_groups_with_signal():
     groups = [group("math", [3, 5], [1.0, 0.0]), group("math", [7, 9], [0.0, 0.0]),
               group("mcq", [1, 1], [0.0, 1.0]),
               group("ifeval", [6, 2], [0.5, 0.0], masks=[[1, 1, 0, 0, 1, 1], [1, 1]])]
-    by_token = environment_shares(groups, "token")
+    by_token = environment_metrics(groups, "token")
     # tokens with signal: math 3 + 5 = 8, mcq 2, ifeval 4 + 2 = 6; total 16
     assert by_token["train/signal_share/math"] == pytest.approx(8 / 16)
     assert by_token["train/signal_share/mcq"] == pytest.approx(2 / 16)
     assert by_token["train/signal_share/ifeval"] == pytest.approx(6 / 16)
     assert by_token["train/frac_zero_std/math"] == 0.5 and by_token["train/frac_zero_std/mcq"] == 0.0
     assert by_token["train/response_len_mean/math"] == pytest.approx((3 + 5 + 7 + 9) / 4)
-    by_seq = environment_shares(groups, "sequence")
+    assert by_token["train/reward_mean/math"] == pytest.approx(0.25)
+    assert by_token["train/pass_rate/ifeval"] == 0.0 and by_token["train/pass_rate/mcq"] == 0.5
+    by_seq = environment_metrics(groups, "sequence")
     # completions with signal: 2 each
     assert [by_seq[f"train/signal_share/{e}"] for e in ("math", "mcq", "ifeval")] == pytest.approx([1 / 3] * 3)
-    none = environment_shares([group("math", [3, 3], [1.0, 1.0])], "token")
+    none = environment_metrics([group("math", [3, 3], [1.0, 1.0])], "token")
     assert none["train/signal_share/math"] == 0.0 and none["train/frac_zero_std/math"] == 1.0
