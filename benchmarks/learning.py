@@ -5,6 +5,7 @@ with its standard error over tasks, and the wall time.
 
     .venv/bin/python benchmarks/learning.py                      # every config
     .venv/bin/python benchmarks/learning.py --config grpo_code_tiny [key=value ...]
+    .venv/bin/python benchmarks/learning.py --config NAME --resume RUN_DIR [key=value ...] run.steps=N
 
 Warm-ups are the cached built-in models (built on first use, as `rl train`
 does). Each config's result is written to OUT/<config>.json as soon as it is
@@ -45,21 +46,30 @@ def first_last(rows: list[dict], key: str, n: int = 10) -> tuple[float | None, f
     return sum(values[:n]) / n, sum(values[-n:]) / n
 
 
-def run_config(name: str, overrides: list[str], out: Path, tasks: int, samples: int) -> dict:
+def run_config(name: str, overrides: list[str], out: Path, tasks: int, samples: int, resume: str | None = None) -> dict:
     cfg = load_config(configs_dir() / f"{name}.yaml", ["wandb.enabled=false", *overrides])
+    if resume is not None:
+        earlier = load_config(Path(resume) / "config.yaml", [f"run.steps={cfg.run.steps}", "run.dir=null"])
+        if earlier.model_dump() != cfg.model_dump():
+            raise SystemExit(f"--resume {resume}: that run's config.yaml is not {name} with these overrides "
+                             "(only run.steps may differ)")
     t0 = time.perf_counter()
     start = str(resolve_model(cfg))
     warm_s = time.perf_counter() - t0
     held_out = load_config(configs_dir() / f"{name}.yaml", [*overrides, *HELD_OUT.get(name, [])])
     before = evaluate(held_out, start, samples=samples, limit=tasks, seed=123)
-    run_dir = out / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     t1 = time.perf_counter()
-    train(cfg.model_copy(update={"run": cfg.run.model_copy(update={"dir": str(run_dir)})}))
+    if resume is not None:  # extend that run to run.steps (train_s counts the added steps only)
+        run_dir = Path(resume)
+        train(resume_dir=run_dir, overrides=[f"run.steps={cfg.run.steps}"])
+    else:
+        run_dir = out / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        train(cfg.model_copy(update={"run": cfg.run.model_copy(update={"dir": str(run_dir)})}))
     train_s = time.perf_counter() - t1
     _, ckpt = latest_checkpoint(run_dir)
     after = evaluate(held_out, str(ckpt / "policy" / "model"), samples=samples, limit=tasks, seed=123)
     rows = read_metrics(run_dir / "metrics.jsonl")
-    result = {"config": name, "overrides": overrides, "run_dir": str(run_dir), "steps": len(rows),
+    result = {"config": name, "overrides": overrides, "run_dir": str(run_dir), "steps": len(rows), "resumed": resume is not None,
               "warmup_s": warm_s, "train_s": train_s, "wall_s": time.perf_counter() - t0, "envs": {}}
     for env in cfg.environments:
         first, last = first_last(rows, f"train/reward_mean/{env}")
@@ -91,14 +101,18 @@ def main() -> None:
     p.add_argument("--tasks", type=int, default=300, help="test tasks per environment")
     p.add_argument("--samples", type=int, default=8, help="completions per test task")
     p.add_argument("--tag", default=None, help="name of this result (default: the config name)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="extend this earlier run of --config (same overrides) to run.steps; "
+                   "before is measured again from the warm-up")
     p.add_argument("--table-only", action="store_true", help="print the table of the results in OUT")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.resume and len(args.config or []) != 1:
+        p.error("--resume extends one run: name its config with one --config")
     if not args.table_only:
         for name in args.config or CONFIGS:
-            result = run_config(name, args.overrides, out, args.tasks, args.samples)
+            result = run_config(name, args.overrides, out, args.tasks, args.samples, args.resume)
             result["samples"] = args.samples
             (out / f"{args.tag or name}.json").write_text(json.dumps(result, indent=2))
     results = [json.loads(f.read_text()) for f in sorted(out.glob("*.json"))]

@@ -32,9 +32,7 @@ def cmd_train(args) -> int:
     from rl.train import train
 
     if args.resume:
-        if args.args:
-            raise SystemExit("rl train --resume RUN_DIR takes no config or overrides (the run's config.yaml is used)")
-        run_dir = train(resume_dir=args.resume)
+        run_dir = train(resume_dir=args.resume, overrides=args.args)
     else:
         path, overrides = _config_args(args)
         cfg = load_config(path, overrides)
@@ -195,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train with GRPO (default: configs/grpo_math_tiny.yaml)")
     t.add_argument("args", nargs="*", metavar="[CONFIG] key=value", help="config file and dotted overrides")
-    t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    t.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue a run from its latest checkpoint; run.steps=N extends a finished run")
     t.set_defaults(fn=cmd_train)
 
     rp = sub.add_parser("report", help="PNG plots and a summary of one or more runs (overlaid)")

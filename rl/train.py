@@ -279,13 +279,26 @@ def new_run_dir(cfg: Config) -> Path:
     return Path(cfg.run.output_dir) / f"{cfg.run.name}-{stamp}"
 
 
-def train(cfg: Config | None = None, resume_dir: str | Path | None = None) -> Path:
-    """Run (or resume) a training run; returns the run folder."""
+RESUME_OVERRIDES = ("run.steps",)
+"""The keys a resumed run may change: its length (to extend a finished run). Any other change
+would make the run's later steps a different experiment from its earlier ones."""
+
+
+def train(cfg: Config | None = None, resume_dir: str | Path | None = None, overrides: list[str] = ()) -> Path:
+    """Run (or resume) a training run; returns the run folder. ``overrides`` apply to a resumed
+    run's config (only ``RESUME_OVERRIDES``) and are saved with it."""
     if resume_dir is not None:
         run_dir = Path(resume_dir)
         if not (run_dir / "config.yaml").is_file():
             raise FileNotFoundError(f"--resume: {run_dir} has no config.yaml; is it a run folder?")
-        cfg = load_config(run_dir / "config.yaml")
+        for text in overrides:
+            key = text.split("=", 1)[0].strip()
+            if key not in RESUME_OVERRIDES:
+                raise ValueError(f"--resume: {key} cannot change in a resumed run (only {', '.join(RESUME_OVERRIDES)}: "
+                                 "the run's config.yaml is used)")
+        cfg = load_config(run_dir / "config.yaml", list(overrides))
+        if overrides:
+            save_config(cfg, run_dir / "config.yaml")
     else:
         if cfg.model.path:
             check_model_dir(cfg.model.path)  # fail before making a run folder

@@ -112,3 +112,18 @@ def test_the_best_checkpoint_survives_rotation(tmp_path):
         save_checkpoint(tmp_path, step, _policy_files, {}, keep=1)
     assert [s for s, _ in list_checkpoints(tmp_path)] == [4]
     assert json.loads((tmp_path / "checkpoints" / "best" / "state.json").read_text())["step"] == 1
+
+
+def test_a_resumed_run_may_change_only_its_length(tmp_path):
+    """`rl train --resume RUN run.steps=N` extends a run; any other key is refused by name
+    before anything starts, and the run's config.yaml is left as it was."""
+    import pytest
+
+    from rl.config import load_config, save_config
+    from rl.train import train
+
+    save_config(load_config(None), tmp_path / "config.yaml")
+    before = (tmp_path / "config.yaml").read_text()
+    with pytest.raises(ValueError, match=r"--resume: grpo.lr cannot change in a resumed run \(only run.steps"):
+        train(resume_dir=tmp_path, overrides=["run.steps=300", "grpo.lr=1e-3"])
+    assert (tmp_path / "config.yaml").read_text() == before

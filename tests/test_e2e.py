@@ -148,11 +148,11 @@ def test_resume_outlives_the_checkpoint_it_started_from(tiny_model, tmp_path):
     r = run_rl("train", f"model.path={tiny_model}", f"run.dir={run}", "run.steps=2", "run.checkpoint_every=1",
                "run.keep_checkpoints=2", *IN_PROCESS, *TINY, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
-    cfg["run"]["steps"] = 5  # the user extends the run
-    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
-    r = run_rl("train", "--resume", str(run), timeout=600)
+    r = run_rl("train", "--resume", str(run), "grpo.lr=1e-3", timeout=600)
+    assert r.returncode != 0 and "grpo.lr cannot change in a resumed run (only run.steps" in r.stderr, r.stderr[-3000:]
+    r = run_rl("train", "--resume", str(run), "run.steps=5", timeout=600)  # the user extends the run
     assert r.returncode == 0, r.stderr[-3000:]
+    assert yaml.safe_load((run / "config.yaml").read_text())["run"]["steps"] == 5  # a later resume keeps it
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_000004", "step_000005"]
     assert (run / "checkpoints" / "step_000005" / "policy" / "model" / "tokenizer_config.json").is_file()
     assert [row["step"] for row in read_metrics(run / "metrics.jsonl")] == [1, 2, 3, 4, 5]
