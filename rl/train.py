@@ -292,13 +292,13 @@ def train(cfg: Config | None = None, resume_dir: str | Path | None = None, overr
         if not (run_dir / "config.yaml").is_file():
             raise FileNotFoundError(f"--resume: {run_dir} has no config.yaml; is it a run folder?")
         for text in overrides:
-            key = text.split("=", 1)[0].strip()
             if "=" not in text:
                 raise ValueError(f"--resume takes no config file ({text!r}): the run's config.yaml is used")
+        cfg = load_config(run_dir / "config.yaml", list(overrides))  # a misspelt key is named here
+        for key in (text.split("=", 1)[0].strip() for text in overrides):
             if key not in RESUME_OVERRIDES:
                 raise ValueError(f"--resume: {key} cannot change in a resumed run (only {', '.join(RESUME_OVERRIDES)}: "
                                  "the run's config.yaml is used)")
-        cfg = load_config(run_dir / "config.yaml", list(overrides))
         done = latest_checkpoint(run_dir)
         if done is not None and done[0] > cfg.run.steps:
             raise ValueError(f"--resume: run.steps={cfg.run.steps} is below the run's latest checkpoint, step {done[0]}")

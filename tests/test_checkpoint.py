@@ -128,6 +128,8 @@ def test_a_resumed_run_may_change_only_its_length(tmp_path):
         train(resume_dir=tmp_path, overrides=["run.steps=300", "grpo.lr=1e-3"])
     with pytest.raises(ValueError, match=r"--resume takes no config file \('configs/grpo_math_tiny.yaml'\)"):
         train(resume_dir=tmp_path, overrides=["configs/grpo_math_tiny.yaml"])
+    with pytest.raises(ValueError, match=r"'run.step' \(did you mean 'run.steps'\?\)"):
+        train(resume_dir=tmp_path, overrides=["run.step=300"])
     save_checkpoint(tmp_path, 40, _policy_files, {"sampler": {}}, keep=2)
     with pytest.raises(ValueError, match=r"run.steps=30 is below the run's latest checkpoint, step 40"):
         train(resume_dir=tmp_path, overrides=["run.steps=30"])
