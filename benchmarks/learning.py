@@ -90,7 +90,7 @@ def table(results: list[dict]) -> str:
             train = "n/a" if e["train_first10"] is None else f"{e['train_first10']:.3f} -> {e['train_last10']:.3f}"
             lines.append(f"| {r['config']}{' ' + ' '.join(r['overrides']) if r['overrides'] else ''} | {env} | {train} "
                          f"| {e['pass@1_before']:.3f} -> {e['pass@1_after']:.3f} ({e['tasks']} x {r.get('samples', '?')}) "
-                         f"| {gain:+.3f} ({se:.3f}) | {r['steps']} | {r['wall_s'] / 60:.1f} min |")
+                         f"| {gain:+.3f} ({se:.3f}) | {r['steps']} | {r['wall_s'] / 60:.1f} min{' (the extension)' if r.get('resumed') else ''} |")
     return "\n".join(lines)
 
 
