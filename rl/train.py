@@ -38,7 +38,7 @@ from rl import grpo
 from rl.batch import collate
 from rl.checkpoint import latest_checkpoint, save_checkpoint, usable_checkpoint
 from rl.cluster import ActorGroup, Cluster, WorkerTimeout, gather
-from rl.config import Config, load_config, save_config
+from rl.config import Config, load_config, parse_override, save_config
 from rl.metrics import step_metrics, validation_metrics
 from rl.models import check_model_dir
 from rl.parallel import RankGroup, free_port
@@ -295,7 +295,7 @@ def train(cfg: Config | None = None, resume_dir: str | Path | None = None, overr
             if "=" not in text:
                 raise ValueError(f"--resume takes no config file ({text!r}): the run's config.yaml is used")
         cfg = load_config(run_dir / "config.yaml", list(overrides))  # a misspelt key is named here
-        for key in (text.split("=", 1)[0].strip() for text in overrides):
+        for key in (".".join(parse_override(text)[0]) for text in overrides):
             if key not in RESUME_OVERRIDES:
                 raise ValueError(f"--resume: {key} cannot change in a resumed run (only {', '.join(RESUME_OVERRIDES)}: "
                                  "the run's config.yaml is used)")
