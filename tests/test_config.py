@@ -22,6 +22,20 @@ def test_overrides_are_typed():
     assert cfg.environments["math"].model_extra == {"levels": [1, 2]}
 
 
+def test_a_section_given_whole_replaces_the_configs():
+    """One environment of a mixed config, trained alone: the override's mapping is the new section."""
+    from rl.cli import configs_dir
+
+    mixed = load_config(configs_dir() / "grpo_mixed_tiny.yaml")
+    assert set(mixed.environments) == {"math", "ifeval", "structured", "mcq"}
+    alone = load_config(configs_dir() / "grpo_mixed_tiny.yaml", ["environments={math: {ratio: 1.0, levels: [1, 2, 3]}}"])
+    assert set(alone.environments) == {"math"}
+    assert alone.environments["math"].options == {"levels": [1, 2, 3]} and alone.environments["math"].ratio == 1.0
+    assert alone.grpo == mixed.grpo and alone.model == mixed.model
+    with pytest.raises(ConfigError, match="environments.math.ratio"):
+        load_config(None, ["environments={math: {ratio: 0}}"])
+
+
 def test_unknown_key_names_it_and_the_closest_valid_key():
     with pytest.raises(ConfigError) as err:
         load_config(None, ["grpo.learning_rate=1e-6"])
