@@ -165,11 +165,12 @@ class PlainLoop:
     def step(self, batch: TrainBatch) -> None:
         with torch.no_grad():
             lp_old = [self._logprobs(mb) for mb in self._micro(batch)]
-        num_tokens = float(batch.completion_mask.sum())
+        weights = grpo.sequence_weights(batch.completion_mask, "token")
         self.optimizer.zero_grad(set_to_none=True)
-        for mb, old in zip(self._micro(batch), lp_old):
+        for i, (mb, old) in enumerate(zip(self._micro(batch), lp_old)):
             lp = self._logprobs(mb)
             token_loss, _ = grpo.grpo_token_loss(lp, old, mb.advantages, mb.completion_mask, 0.2, 0.28)
-            grpo.aggregate(token_loss, mb.completion_mask, "token", num_tokens, len(batch)).backward()
+            w = weights[i * self.micro_batch: i * self.micro_batch + len(mb)].to(self.device)
+            grpo.aggregate(token_loss, mb.completion_mask, w).backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.optimizer.step()

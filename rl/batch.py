@@ -17,6 +17,7 @@ class TrainBatch:
     lp_gen: torch.Tensor           # [N, L-1] float: engine logprobs (0 elsewhere)
     truncated: torch.Tensor        # [N] bool: cut at the length limit
     advantages: torch.Tensor       # [N] float
+    env_ids: torch.Tensor          # [N] long: index of the sequence's environment (loss_aggregation=environment)
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -42,12 +43,14 @@ class TrainBatch:
 
 def collate(prompts: list[list[int]], completions: list[list[int]], lp_gen: list[list[float]],
             truncated: list[bool], advantages: list[float], pad_id: int,
-            model_token_masks: list[list[int]] | None = None) -> TrainBatch:
+            model_token_masks: list[list[int]] | None = None, env_ids: list[int] | None = None) -> TrainBatch:
     """Build a TrainBatch. ``model_token_masks`` (multi-turn) marks which
-    completion tokens the model produced; by default all of them."""
+    completion tokens the model produced; by default all of them. ``env_ids``:
+    each sequence's environment as an index (by default all 0)."""
     n = len(prompts)
-    if not (len(completions) == len(lp_gen) == len(truncated) == len(advantages) == n):
-        raise ValueError("collate: prompts, completions, lp_gen, truncated and advantages differ in length")
+    env_ids = [0] * n if env_ids is None else env_ids
+    if not (len(completions) == len(lp_gen) == len(truncated) == len(advantages) == len(env_ids) == n):
+        raise ValueError("collate: prompts, completions, lp_gen, truncated, advantages and env_ids differ in length")
     width = max(len(p) + len(c) for p, c in zip(prompts, completions))
     ids = torch.full((n, width), pad_id, dtype=torch.long)
     attn = torch.zeros((n, width), dtype=torch.long)
@@ -64,4 +67,4 @@ def collate(prompts: list[list[int]], completions: list[list[int]], lp_gen: list
         cmask[i, start: start + len(c)] = torch.tensor(m, dtype=torch.float32)
         lps[i, start: start + len(c)] = torch.tensor(lp_gen[i], dtype=torch.float32)
     return TrainBatch(ids, attn, cmask, lps, torch.tensor(truncated, dtype=torch.bool),
-                      torch.tensor(advantages, dtype=torch.float32))
+                      torch.tensor(advantages, dtype=torch.float32), torch.tensor(env_ids, dtype=torch.long))

@@ -210,8 +210,11 @@ class GRPOConfig(_Section):
     (leave_one_out), or of all G (group_mean)."""
     std_normalize: bool = True
     """Divide advantages by the group's reward std (+1e-6)."""
-    loss_aggregation: Literal["token", "sequence"] = "token"
-    """token: sum over all model tokens / their count (Nano); sequence: mean per sequence, then batch mean."""
+    loss_aggregation: Literal["token", "sequence", "environment"] = "token"
+    """token: sum over all model tokens / their count (Nano); sequence: mean per sequence, then
+    batch mean; environment: token-level inside each environment, each environment weighted by
+    its share of the batch's sequences (a mixed config whose answer lengths differ: under
+    token, long-answer environments outweigh short ones; train/signal_share/<env> shows it)."""
     overlong_filter: bool = True
     """Completions cut at max_new_tokens get loss weight 0 (still in the baseline)."""
     is_correction: ISCorrectionConfig = ISCorrectionConfig()

@@ -131,26 +131,46 @@ def kl_penalty(lp: torch.Tensor, lp_ref: torch.Tensor, estimator: str = "k3") ->
     raise ValueError(f"unknown KL estimator {estimator!r}")
 
 
-def aggregate(token_loss: torch.Tensor, mask: torch.Tensor, mode: str,
-              num_tokens: float | None = None, num_seqs: float | None = None) -> torch.Tensor:
-    """Reduce per-token losses to the step's loss.
+def sequence_weights(mask: torch.Tensor, mode: str, env_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """[N] float64: the weight of each loss token of each sequence of the *whole*
+    step's batch, so that the step's loss is ``sum_i w_i * sum_t loss_it * mask_it``.
+    Taken from the whole batch, these make the losses of its micro-batches (and of
+    data-parallel ranks) add up exactly to the loss of the batch.
 
-    - ``token``: sum over every unmasked token / their count (Nano).
-    - ``sequence``: per-sequence mean over its tokens, then mean over sequences.
-
-    ``num_tokens`` / ``num_seqs`` are the counts of the *whole* step's batch:
-    with them, summing this over micro-batches gives exactly the loss (and
-    gradient) of the full batch. Defaults: the counts of this batch.
+    - ``token``: 1 / T, T the batch's loss tokens (Nano).
+    - ``sequence``: 1 / (n * T_i): each sequence's mean over its T_i tokens, then the
+      mean over the n sequences with any loss token.
+    - ``environment``: n_e / (n * T_e) for a sequence of environment ``env_ids[i] = e``:
+      token-level inside each environment (T_e its tokens), each environment weighted
+      by its share n_e / n of the sequences. Under ``token`` an environment whose
+      answers are ten times longer pulls ten times harder per prompt; here each
+      environment pulls with its share of the batch.
+    Sequences with no loss token weigh 0.
     """
-    mask = mask.to(token_loss.dtype)
+    per_seq = mask.to(torch.float64).sum(dim=1)
+    live = per_seq > 0
+    n = float(live.sum())
     if mode == "token":
-        denom = mask.sum() if num_tokens is None else num_tokens
-        return (token_loss * mask).sum() / max(float(denom), 1.0)
-    if mode == "sequence":
-        per_seq = (token_loss * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
-        denom = token_loss.shape[0] if num_seqs is None else num_seqs
-        return per_seq.sum() / max(float(denom), 1.0)
-    raise ValueError(f"unknown loss aggregation {mode!r}")
+        w = torch.full_like(per_seq, 1.0 / max(float(per_seq.sum()), 1.0))
+    elif mode == "sequence":
+        w = 1.0 / (max(n, 1.0) * per_seq.clamp(min=1.0))
+    elif mode == "environment":
+        if env_ids is None:
+            raise ValueError("loss aggregation 'environment' needs each sequence's environment (env_ids)")
+        w = torch.zeros_like(per_seq)
+        for e in env_ids.unique():
+            mine = env_ids == e
+            w[mine] = float((mine & live).sum()) / (max(n, 1.0) * max(float(per_seq[mine].sum()), 1.0))
+    else:
+        raise ValueError(f"unknown loss aggregation {mode!r}")
+    return torch.where(live, w, torch.zeros_like(w))
+
+
+def aggregate(token_loss: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The loss of these sequences: ``sum_i weights_i * sum_t token_loss_it * mask_it``,
+    ``weights`` from ``sequence_weights`` over the whole step's batch (its rows for these)."""
+    per_seq = (token_loss * mask.to(token_loss.dtype)).sum(dim=1)
+    return (per_seq * weights.to(per_seq.dtype)).sum()
 
 
 def loss_mask(completion_mask: torch.Tensor, truncated: torch.Tensor, overlong_filter: bool) -> torch.Tensor:

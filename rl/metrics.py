@@ -43,10 +43,13 @@ def environment_metrics(groups: list, loss_aggregation: str) -> dict[str, float]
     ``train/signal_share/<env>``, its share of the step's loss weight: under
     ``token`` aggregation every model token of a group with signal weighs the same,
     so an environment with long answers pulls harder on the gradient than its
-    share of prompts; under ``sequence`` every such completion weighs the same.
+    share of prompts; under ``sequence`` every such completion weighs the same;
+    under ``environment`` each environment weighs its share of the completions,
+    times the fraction of its tokens that are in groups with signal.
     Counted before the overlong and mismatch masks, which the policy applies later."""
     weight: dict[str, float] = {}
     m = {}
+    all_completions = sum(len(gr.completions) for gr in groups)
     for env in sorted({gr.task.env for gr in groups}):
         mine = [gr for gr in groups if gr.task.env == env]
         r = torch.tensor([gr.rewards for gr in mine])
@@ -58,6 +61,11 @@ def environment_metrics(groups: list, loss_aggregation: str) -> dict[str, float]
         with_signal = [c for gr in mine if not gr.zero_std for c in gr.completions]
         if loss_aggregation == "token":
             weight[env] = float(sum(model_tokens(c) for c in with_signal))
+        elif loss_aggregation == "environment":
+            mine_all = [c for gr in mine for c in gr.completions]
+            tokens = sum(model_tokens(c) for c in mine_all)
+            weight[env] = (len(mine_all) / all_completions
+                           * sum(model_tokens(c) for c in with_signal) / max(tokens, 1))
         else:
             weight[env] = float(len(with_signal))
     total = sum(weight.values())

@@ -250,10 +250,10 @@ class PolicyWorker:
         """Steps 6-9 on this rank's share; every rank returns the same metrics."""
         cfg, corr = self.cfg, self.cfg.is_correction
         lmask = grpo.loss_mask(batch.completion_mask, batch.truncated, cfg.overlong_filter)
-        # Normalisers of the whole step's batch (every rank holds all of it), so
-        # the per-rank losses add up to the loss of the batch.
+        # Loss weights from the whole step's batch (every rank holds all of it), so
+        # the micro-batches' and ranks' losses add up to the loss of the batch.
+        weights = grpo.sequence_weights(lmask, cfg.loss_aggregation, batch.env_ids)
         num_tokens = float(lmask.sum())
-        num_seqs = float((lmask.sum(dim=1) > 0).sum())
 
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
@@ -273,7 +273,9 @@ class PolicyWorker:
             token_loss, clipped = grpo.grpo_token_loss(lp, lp_old, d.advantages, mw.weights, cfg.eps_low,
                                                        cfg.eps_high, cfg.kl.coef, lp_ref, cfg.kl.estimator)
             m = grpo.loss_mask(d.completion_mask, d.truncated, cfg.overlong_filter)
-            loss = grpo.aggregate(token_loss, m, cfg.loss_aggregation, num_tokens, num_seqs)
+            # an empty micro-batch (one pad row, mask 0) still runs backward, with weight 0
+            w = weights[mb.seqs.cpu()] if len(mb.seqs) else torch.zeros(1, dtype=weights.dtype)
+            loss = grpo.aggregate(token_loss, m, w.to(token_loss.device))
             loss.backward()
             cm = d.completion_mask
             diff = (lp_old - d.lp_gen) * cm

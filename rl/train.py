@@ -181,11 +181,13 @@ class Trainer:
     def batch(self, groups: list[Group], advantages: torch.Tensor):
         """The groups as the policy's training batch (``rl.batch.collate``)."""
         completions = [c for gr in groups for c in gr.completions]
+        envs = sorted({gr.task.env for gr in groups})
         return collate([gr.prompt for gr in groups for _ in gr.completions],
                        [c.token_ids for c in completions], [c.logprobs for c in completions],
                        [c.truncated for c in completions], advantages.flatten().tolist(),
                        pad_id=self.tokenizer.pad_token_id,
-                       model_token_masks=[c.mask or [1] * len(c.token_ids) for c in completions])
+                       model_token_masks=[c.mask or [1] * len(c.token_ids) for c in completions],
+                       env_ids=[envs.index(gr.task.env) for gr in groups for _ in gr.completions])
 
     def engines(self, method: str, *args) -> list:
         """Call ``method`` on every rollout engine at once."""

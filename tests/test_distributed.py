@@ -27,7 +27,8 @@ def _batch(seed: int = 0, n: int = 10) -> TrainBatch:
     masks = [[1] * len(c) for c in comps]
     masks[0][1:3] = [0, 0]
     adv = torch.randn(n, generator=g).tolist()
-    return collate(prompts, comps, lp_gen, [i == 3 for i in range(n)], adv, pad_id=0, model_token_masks=masks)
+    return collate(prompts, comps, lp_gen, [i == 3 for i in range(n)], adv, pad_id=0, model_token_masks=masks,
+                   env_ids=[i % 3 for i in range(n)])
 
 
 def _model(arch: str, root) -> str:
@@ -39,13 +40,14 @@ def _model(arch: str, root) -> str:
 GRPO = dict(lr=1e-3, warmup_steps=0, is_correction={"mode": "tis"}, expert_bias_update_rate=0.01)
 
 
-def _train(path: str, rank: RankGroup, steps: int = 2, **policy) -> dict:
+def _train(path: str, rank: RankGroup, steps: int = 2, grpo_overrides: dict | None = None, **policy) -> dict:
     from rl.policy import PolicyWorker
 
     from rl.parallel import full_tensor
 
     policy = {"compute_dtype": "float32", **policy}  # equality to 1e-5 is an fp32 property
-    worker = PolicyWorker(path, GRPOConfig(**GRPO), PolicyConfig(**policy), rank=rank, device="cpu")
+    worker = PolicyWorker(path, GRPOConfig(**GRPO, **(grpo_overrides or {})), PolicyConfig(**policy), rank=rank,
+                          device="cpu")
     grads: dict[str, torch.Tensor] = {}
 
     def first_gradient(optimizer, args, kwargs):  # every rank takes part in the gathers
@@ -63,14 +65,15 @@ def _train(path: str, rank: RankGroup, steps: int = 2, **policy) -> dict:
             "buckets": bucket_names}
 
 
-def _rank_main(rank: int, world: int, port: int, path: str, policy: dict, out: str) -> None:
-    torch.save(_train(path, RankGroup(rank, world, "127.0.0.1", port), **policy), f"{out}.{rank}")
+def _rank_main(rank: int, world: int, port: int, path: str, policy: dict, grpo_overrides: dict, out: str) -> None:
+    torch.save(_train(path, RankGroup(rank, world, "127.0.0.1", port), grpo_overrides=grpo_overrides, **policy),
+               f"{out}.{rank}")
 
 
-def _train_ranks(path: str, world: int, **policy) -> list[dict]:
+def _train_ranks(path: str, world: int, grpo_overrides: dict | None = None, **policy) -> list[dict]:
     """``world`` ranks, one process each (a fresh process group every time)."""
     out = f"{path}.result-{free_port()}"
-    codes = launch_local(_rank_main, world, path, policy, out, timeout_s=300)
+    codes = launch_local(_rank_main, world, path, policy, grpo_overrides or {}, out, timeout_s=300)
     assert codes == [0] * world, f"rank processes exited with {codes}"
     return [torch.load(f"{out}.{r}", weights_only=False) for r in range(world)]
 
@@ -118,6 +121,22 @@ def test_packed_loss_and_gradient_equal_padded(models):
     assert packed["grads"].keys() == padded["grads"].keys() and packed["grads"]
     for name, g in packed["grads"].items():  # the gradient itself (Adam's first step only keeps its sign)
         assert torch.allclose(padded["grads"][name], g, rtol=1e-4, atol=1e-7), name
+
+
+def test_environment_aggregation_is_exact_over_ranks_and_micro_batches(models):
+    """``loss_aggregation=environment`` takes its weights from the whole batch (three
+    environments here): two ranks of small micro-batches make the update of one
+    rank with one micro-batch, and the loss differs from token-level's."""
+    env = {"loss_aggregation": "environment"}
+    whole = _train_ranks(models["qwen3"], 1, env, max_tokens_per_microbatch=4096)[0]
+    split = _train_ranks(models["qwen3"], 2, env, max_tokens_per_microbatch=40)[0]
+    token = _train_ranks(models["qwen3"], 1, max_tokens_per_microbatch=4096)[0]
+    for a, b, t in zip(whole["metrics"], split["metrics"], token["metrics"]):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-6)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-5)
+        assert abs(a["loss"] - t["loss"]) > 1e-4
+    for name, g in whole["grads"].items():
+        assert torch.allclose(split["grads"][name], g, rtol=1e-4, atol=1e-7), name
 
 
 def test_chunked_logprobs_and_entropy_equal_the_plain_computation():

@@ -95,11 +95,29 @@ def test_kl_estimators():
     assert torch.allclose(grpo.kl_penalty(lp, lp_ref, "k3"), torch.tensor([0.5 + d - 1]))
 
 
-def test_aggregation_token_and_sequence():
-    loss = torch.tensor([[1.0, 2.0, 3.0], [4.0, 0.0, 0.0]])
-    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
-    assert grpo.aggregate(loss, mask, "token").item() == pytest.approx(10 / 4)
-    assert grpo.aggregate(loss, mask, "sequence").item() == pytest.approx((2.0 + 4.0) / 2)
+def test_aggregation_token_sequence_and_environment():
+    loss = torch.tensor([[1.0, 2.0, 3.0], [4.0, 0.0, 0.0], [5.0, 6.0, 0.0], [7.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    env = torch.tensor([0, 1, 1, 0])
+
+    def agg(mode):
+        return grpo.aggregate(loss, mask, grpo.sequence_weights(mask, mode, env)).item()
+
+    # token: 6 loss tokens summing to 21; the fourth row has none
+    assert agg("token") == pytest.approx(21 / 6)
+    # sequence: means 2, 4, 5.5 over the 3 rows with loss tokens
+    assert agg("sequence") == pytest.approx((2.0 + 4.0 + 5.5) / 3)
+    # environment: env 0 holds 1 of the 3 live rows (token mean 6/3 = 2), env 1 holds 2
+    # (token mean (4 + 11) / 3 = 5): 1/3 * 2 + 2/3 * 5
+    assert agg("environment") == pytest.approx(2 / 3 + 10 / 3)
+    # one environment: the same as token-level
+    one = grpo.sequence_weights(mask, "environment", torch.zeros(4, dtype=torch.long))
+    assert torch.allclose(one, grpo.sequence_weights(mask, "token"))
+    assert grpo.sequence_weights(mask, "environment", env)[3] == 0.0
+    with pytest.raises(ValueError, match="env_ids"):
+        grpo.sequence_weights(mask, "environment")
+    with pytest.raises(ValueError, match="unknown loss aggregation"):
+        grpo.sequence_weights(mask, "tokens")
 
 
 def test_overlong_filter():
@@ -109,7 +127,7 @@ def test_overlong_filter():
     assert torch.equal(grpo.loss_mask(cm, torch.tensor([False, True]), overlong_filter=False), cm)
 
 
-@pytest.mark.parametrize("mode", ["token", "sequence"])
+@pytest.mark.parametrize("mode", ["token", "sequence", "environment"])
 def test_micro_batches_give_the_full_batch_gradient(mode):
     torch.manual_seed(0)
     n, t, v = 6, 5, 7
@@ -120,18 +138,19 @@ def test_micro_batches_give_the_full_batch_gradient(mode):
     lp_old = torch.log_softmax(torch.randn(n, t, v), -1).gather(-1, targets[..., None]).squeeze(-1)
     adv = torch.randn(n)
     w = torch.rand(n, t) + 0.5
+    env = torch.tensor([0, 1, 0, 2, 1, 1])
+    weights = grpo.sequence_weights(mask, mode, env)
 
-    def loss_of(rows, num_tokens=None, num_seqs=None):
+    def loss_of(rows):
         lp, _ = grpo.token_logprobs_and_entropy(logits[rows], targets[rows])
         tl, _ = grpo.grpo_token_loss(lp, lp_old[rows], adv[rows], w[rows], 0.2, 0.28)
-        return grpo.aggregate(tl, mask[rows], mode, num_tokens, num_seqs)
+        return grpo.aggregate(tl, mask[rows], weights[rows])
 
     full = loss_of(slice(0, n))
     (g_full,) = torch.autograd.grad(full, logits)
     total = 0.0
     for rows in (slice(0, 2), slice(2, 5), slice(5, 6)):
-        part = loss_of(rows, float(mask.sum()), float(n))
-        total = total + part
+        total = total + loss_of(rows)
     (g_micro,) = torch.autograd.grad(total, logits)
     assert torch.allclose(full, total, atol=1e-6)
     assert torch.allclose(g_full, g_micro, atol=1e-7)
@@ -153,7 +172,7 @@ def test_pass_at_k():
     assert pass_at_k(4, 3, 2) == 1.0
 
 
-def test_environment_metrics_weigh_tokens_or_sequences_of_groups_with_signal():
+def test_environment_metrics_weigh_tokens_sequences_or_environments_of_groups_with_signal():
     """Hand-computed: math has two groups of 2 completions (one with signal,
     lengths 3 and 5), mcq one group with signal (lengths 1 and 1), ifeval one
     multi-turn group with signal whose model tokens are 4 of 6 and 2 of 2."""
@@ -183,5 +202,10 @@ def test_environment_metrics_weigh_tokens_or_sequences_of_groups_with_signal():
     by_seq = environment_metrics(groups, "sequence")
     # completions with signal: 2 each
     assert [by_seq[f"train/signal_share/{e}"] for e in ("math", "mcq", "ifeval")] == pytest.approx([1 / 3] * 3)
+    by_env = environment_metrics(groups, "environment")
+    # share of the 8 completions times the signal's share of the environment's tokens:
+    # math 4/8 * 8/24, mcq 2/8 * 2/2, ifeval 2/8 * 6/6; normalised by their sum 2/3
+    expected = [(1 / 6) / (2 / 3), (1 / 4) / (2 / 3), (1 / 4) / (2 / 3)]
+    assert [by_env[f"train/signal_share/{e}"] for e in ("math", "mcq", "ifeval")] == pytest.approx(expected)
     none = environment_metrics([group("math", [3, 3], [1.0, 1.0])], "token")
     assert none["train/signal_share/math"] == 0.0 and none["train/frac_zero_std/math"] == 1.0
