@@ -165,7 +165,7 @@ class PlainLoop:
     def step(self, batch: TrainBatch) -> None:
         with torch.no_grad():
             lp_old = [self._logprobs(mb) for mb in self._micro(batch)]
-        weights = grpo.sequence_weights(batch.completion_mask, "token")
+        weights = grpo.sequence_weights(batch.completion_mask.sum(dim=1), "token")
         self.optimizer.zero_grad(set_to_none=True)
         for i, (mb, old) in enumerate(zip(self._micro(batch), lp_old)):
             lp = self._logprobs(mb)

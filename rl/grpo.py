@@ -131,9 +131,10 @@ def kl_penalty(lp: torch.Tensor, lp_ref: torch.Tensor, estimator: str = "k3") ->
     raise ValueError(f"unknown KL estimator {estimator!r}")
 
 
-def sequence_weights(mask: torch.Tensor, mode: str, env_ids: torch.Tensor | None = None) -> torch.Tensor:
+def sequence_weights(tokens: torch.Tensor, mode: str, env_ids: torch.Tensor | None = None) -> torch.Tensor:
     """[N] float64: the weight of each loss token of each sequence of the *whole*
-    step's batch, so that the step's loss is ``sum_i w_i * sum_t loss_it * mask_it``.
+    step's batch, from ``tokens`` [N], each sequence's count of loss tokens (its
+    mask's sum), so that the step's loss is ``sum_i w_i * sum_t loss_it * mask_it``.
     Taken from the whole batch, these make the losses of its micro-batches (and of
     data-parallel ranks) add up exactly to the loss of the batch.
 
@@ -147,7 +148,7 @@ def sequence_weights(mask: torch.Tensor, mode: str, env_ids: torch.Tensor | None
       environment pulls with its share of the batch.
     Sequences with no loss token weigh 0.
     """
-    per_seq = mask.to(torch.float64).sum(dim=1)
+    per_seq = tokens.to(torch.float64)
     live = per_seq > 0
     n = float(live.sum())
     if mode == "token":

@@ -45,12 +45,17 @@ def environment_metrics(groups: list, loss_aggregation: str) -> dict[str, float]
     so an environment with long answers pulls harder on the gradient than its
     share of prompts; under ``sequence`` every such completion weighs the same;
     under ``environment`` each environment weighs its share of the completions,
-    times the fraction of its tokens that are in groups with signal.
-    Counted before the overlong and mismatch masks, which the policy applies later."""
-    weight: dict[str, float] = {}
+    times the fraction of its tokens that are in groups with signal. The weights
+    are the loss's own (``grpo.sequence_weights``), counted before the overlong and
+    mismatch masks, which the policy applies later."""
+    envs = sorted({gr.task.env for gr in groups})
+    completions = [(gr.task.env, not gr.zero_std, model_tokens(c)) for gr in groups for c in gr.completions]
+    tokens = torch.tensor([n for _, _, n in completions], dtype=torch.float64)
+    w = grpo.sequence_weights(tokens, loss_aggregation, torch.tensor([envs.index(e) for e, _, _ in completions]))
+    weight = {env: float(sum(wi * n for (e, signal, n), wi in zip(completions, w.tolist()) if e == env and signal))
+              for env in envs}
     m = {}
-    all_completions = sum(len(gr.completions) for gr in groups)
-    for env in sorted({gr.task.env for gr in groups}):
+    for env in envs:
         mine = [gr for gr in groups if gr.task.env == env]
         r = torch.tensor([gr.rewards for gr in mine])
         m[f"train/reward_mean/{env}"] = float(r.mean())
@@ -58,19 +63,9 @@ def environment_metrics(groups: list, loss_aggregation: str) -> dict[str, float]
         lengths = [len(c.token_ids) for gr in mine for c in gr.completions]
         m[f"train/response_len_mean/{env}"] = sum(lengths) / len(lengths)
         m[f"train/frac_zero_std/{env}"] = sum(gr.zero_std for gr in mine) / len(mine)
-        with_signal = [c for gr in mine if not gr.zero_std for c in gr.completions]
-        if loss_aggregation == "token":
-            weight[env] = float(sum(model_tokens(c) for c in with_signal))
-        elif loss_aggregation == "environment":
-            mine_all = [c for gr in mine for c in gr.completions]
-            tokens = sum(model_tokens(c) for c in mine_all)
-            weight[env] = (len(mine_all) / all_completions
-                           * sum(model_tokens(c) for c in with_signal) / max(tokens, 1))
-        else:
-            weight[env] = float(len(with_signal))
     total = sum(weight.values())
-    for env, w in weight.items():
-        m[f"train/signal_share/{env}"] = w / total if total else 0.0
+    for env, share in weight.items():
+        m[f"train/signal_share/{env}"] = share / total if total else 0.0
     return m
 
 

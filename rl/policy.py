@@ -252,7 +252,7 @@ class PolicyWorker:
         lmask = grpo.loss_mask(batch.completion_mask, batch.truncated, cfg.overlong_filter)
         # Loss weights from the whole step's batch (every rank holds all of it), so
         # the micro-batches' and ranks' losses add up to the loss of the batch.
-        weights = grpo.sequence_weights(lmask, cfg.loss_aggregation, batch.env_ids)
+        weights = grpo.sequence_weights(lmask.sum(dim=1), cfg.loss_aggregation, batch.env_ids)
         num_tokens = float(lmask.sum())
 
         self.model.train()

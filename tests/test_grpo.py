@@ -101,7 +101,7 @@ def test_aggregation_token_sequence_and_environment():
     env = torch.tensor([0, 1, 1, 0])
 
     def agg(mode):
-        return grpo.aggregate(loss, mask, grpo.sequence_weights(mask, mode, env)).item()
+        return grpo.aggregate(loss, mask, grpo.sequence_weights(mask.sum(dim=1), mode, env)).item()
 
     # token: 6 loss tokens summing to 21; the fourth row has none
     assert agg("token") == pytest.approx(21 / 6)
@@ -111,13 +111,13 @@ def test_aggregation_token_sequence_and_environment():
     # (token mean (4 + 11) / 3 = 5): 1/3 * 2 + 2/3 * 5
     assert agg("environment") == pytest.approx(2 / 3 + 10 / 3)
     # one environment: the same as token-level
-    one = grpo.sequence_weights(mask, "environment", torch.zeros(4, dtype=torch.long))
-    assert torch.allclose(one, grpo.sequence_weights(mask, "token"))
-    assert grpo.sequence_weights(mask, "environment", env)[3] == 0.0
+    one = grpo.sequence_weights(mask.sum(dim=1), "environment", torch.zeros(4, dtype=torch.long))
+    assert torch.allclose(one, grpo.sequence_weights(mask.sum(dim=1), "token"))
+    assert grpo.sequence_weights(mask.sum(dim=1), "environment", env)[3] == 0.0
     with pytest.raises(ValueError, match="env_ids"):
-        grpo.sequence_weights(mask, "environment")
+        grpo.sequence_weights(mask.sum(dim=1), "environment")
     with pytest.raises(ValueError, match="unknown loss aggregation"):
-        grpo.sequence_weights(mask, "tokens")
+        grpo.sequence_weights(mask.sum(dim=1), "tokens")
 
 
 def test_overlong_filter():
@@ -139,7 +139,7 @@ def test_micro_batches_give_the_full_batch_gradient(mode):
     adv = torch.randn(n)
     w = torch.rand(n, t) + 0.5
     env = torch.tensor([0, 1, 0, 2, 1, 1])
-    weights = grpo.sequence_weights(mask, mode, env)
+    weights = grpo.sequence_weights(mask.sum(dim=1), mode, env)
 
     def loss_of(rows):
         lp, _ = grpo.token_logprobs_and_entropy(logits[rows], targets[rows])

@@ -57,7 +57,7 @@ def _trl_loss(lp, lp_old, lp_ref, mask, adv, loss_type, beta=0.0, is_ratio=None)
 def _ours(lp, lp_old, lp_gen, lp_ref, mask, adv, aggregation, kl_coef=0.0, mode="none", tis_cap=2.0):
     w = grpo.mismatch_weights(lp_old, lp_gen, mask, mode, tis_cap=tis_cap).weights
     token_loss, _ = grpo.grpo_token_loss(lp, lp_old, adv, w, 0.2, 0.28, kl_coef, lp_ref, "k3")
-    return grpo.aggregate(token_loss, mask, grpo.sequence_weights(mask, aggregation))
+    return grpo.aggregate(token_loss, mask, grpo.sequence_weights(mask.sum(dim=1), aggregation))
 
 
 @pytest.mark.parametrize("trl_type,ours", [("dapo", "token"), ("bnpo", "token"), ("grpo", "sequence")])
