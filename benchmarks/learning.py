@@ -35,7 +35,7 @@ CONFIGS = ["grpo_math_tiny", "grpo_ifeval_tiny", "grpo_code_tiny", "grpo_mcq_tin
 HELD_OUT = {"grpo_code_tiny": ["environments.code.humaneval=false"]}
 """Overrides of the held-out evaluation: the code config's test split also holds HumanEval's
 164 problems, which a 1.2M-parameter model does not solve before or after (measured apart,
-docs/status.md); the row is the procedural test split."""
+docs/experiments.md section 2.1); the row is the procedural test split."""
 
 
 def first_last(rows: list[dict], key: str, n: int = 10) -> tuple[float | None, float | None]:

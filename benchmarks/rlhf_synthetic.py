@@ -14,7 +14,7 @@ correct answers the shorter wins; environments/preference scores it).
     python benchmarks/rlhf_synthetic.py --out runs/rlhf-synthetic [--judge-model DIR] [--rlhf-steps N]
 
 A judge trained on made-up answers alone misorders some of the policy's own
-answers, and the policy learns those mistakes (docs/status.md);
+answers, and the policy learns those mistakes (docs/experiments.md section 4);
 ``--judge-errors RUN`` shows where the judge (``--out``'s) misorders a policy's
 right and wrong answers, and whether its own worked result was the wrong one. With
 ``--policy-answers FILE`` the judge also trains on pairs of the policy's own

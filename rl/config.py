@@ -341,7 +341,7 @@ class JudgeConfig(EngineConfig):
     """Tokens of one judgement (its reasoning and the two scores)."""
     temperature: float = Field(1.0, gt=0)
     """The judge's sampling temperature. At 0.05 the tiny judge's errors became consistent and
-    the policy learned the wrong answers it accepted (docs/status.md, RLHF diagnosis)."""
+    the policy learned the wrong answers it accepted (docs/experiments.md section 4)."""
     retries: int = Field(2, ge=0)
     """Extra judge calls for a comparison whose answer does not parse; then it is dropped."""
     samples: int = Field(1, ge=1)
@@ -349,7 +349,7 @@ class JudgeConfig(EngineConfig):
     a response's base reward is the mean of its 2 x samples tie-adjusted scores. 1 is the
     recipe. The mean helps only where the judge's errors are independent draws: on the
     synthetic preference task 4 did not keep more accuracy, the tiny judge's errors there
-    being the same each time (docs/status.md, issue 19)."""
+    being the same each time (docs/experiments.md section 4)."""
     gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
     """Share of its GPU that the judge's vLLM takes (less than the rollout engines': they share GPUs)."""
 
@@ -374,8 +374,8 @@ class RLHFConfig(_Section):
     """A group whose every comparison the judge scores equally helpful (h1 == h2): tie_rule
     (the recipe) ranks its answers by the tie rule's +-0.5; equal gives them one base reward,
     so that the judge's coin flips between equal answers are not trained on (length control
-    still applies). On the synthetic preference task equal lost more accuracy (docs/status.md,
-    issue 19)."""
+    still applies). On the synthetic preference task equal lost more accuracy (docs/experiments.md
+    section 4)."""
     oracle_judge: bool = False
     """Diagnostic: no judge model; each comparison is what an error-free judge would answer,
     made from the two answers' environment rewards (``reward_models.genrm.oracle_judgement``:

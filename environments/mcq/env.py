@@ -86,14 +86,14 @@ class MultipleChoiceEnvironment(GeneratedEnvironment):
         empty, where the model must pick the letter in one forward pass. Measured with it
         (configs/grpo_mcq_tiny.yaml): RL raises the number and word questions by 0.10-0.12, and
         the 1.2M-parameter model stays at chance on the arithmetic, as it does without it
-        (docs/status.md, issue 19).
+        (docs/experiments.md section 2.4).
 
         ``arithmetic_operands``: the smallest and largest operand of the arithmetic questions,
         their difficulty (``[2, 9]``: single digits, ``23*10`` needs ``[2, 40]``). The other
         kinds and the mix of kinds do not change with it. Tasks are told apart by their whole
         prompt, so with few operands the test split asks sums the train split also asks, with
         other options: held-out pass@1 then measures picking the option, not computing new sums.
-        Measured with ``[2, 9]`` and ``worked`` (session 15, docs/status.md): the warm-up writes
+        Measured with ``[2, 9]`` and ``worked`` (session 15, docs/experiments.md section 2.4): the warm-up writes
         the right value in 48% of the sums (21% with ``[2, 40]``), but its letter names the
         option holding the value it wrote in only 22%, and RL on the letter alone erodes the
         written value (8% after 150 steps): +0.027 in all, against +0.085 with ``[2, 40]``."""
